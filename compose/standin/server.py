@@ -1,0 +1,274 @@
+"""OpenAI-compatible stand-in for an inference engine (llama.cpp / vLLM).
+
+The watchdog has to be tested against real containers on a real Docker engine,
+but CI machines have no GPU and no registry. This single standard-library file
+behaves like an inference server from the outside -- a model-loading phase on
+/health, /v1/models, /v1/chat/completions -- and offers fault switches
+(POST /fault/<name>) that reproduce the failures the watchdog must handle:
+crashes, hangs, unhealthy health checks and a model silently dropped from GPU
+memory. It also runs directly on the host for debugging:
+``python3 compose/standin/server.py``.
+
+Environment: PORT (8080), MODEL_NAME (standin), LOAD_SECONDS (0),
+RESPONSE_DELAY (0), CRASH_ON_START (exit 3 after CRASH_DELAY, default 0.5 s),
+IGNORE_SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+FAULTS = ("crash", "hang", "unhealthy", "clear", "vram-lost")
+MAX_EXIT_CODE = 255
+
+
+def env_float(name: str, default: float) -> float:
+    """Read a non-negative float from the environment, exiting on garbage."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        sys.exit(f"standin: {name}={raw!r} is not a number")
+    if value < 0:
+        sys.exit(f"standin: {name}={raw!r} must not be negative")
+    return value
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def parse_exit_code(query: dict[str, list[str]]) -> int | None:
+    """The exit code of POST /fault/crash?code=N (default 1); None if invalid."""
+    try:
+        code = int(query.get("code", ["1"])[0])
+    except ValueError:
+        return None
+    return code if 0 <= code <= MAX_EXIT_CODE else None
+
+
+class State:
+    """Mutable server state shared by all handler threads."""
+
+    def __init__(self, model: str, load_seconds: float, response_delay: float) -> None:
+        self.model = model
+        self.load_seconds = load_seconds
+        self.response_delay = response_delay
+        self.hostname = os.environ.get("HOSTNAME") or socket.gethostname()
+        self.started_at = time.time()
+        self._started_mono = time.monotonic()
+        self._lock = threading.Lock()
+        self.hang = threading.Event()
+        self.unhealthy = False
+        self.vram_lost = False
+        self.requests = 0
+
+    @property
+    def loading(self) -> bool:
+        return time.monotonic() - self._started_mono < self.load_seconds
+
+    def count_request(self) -> None:
+        with self._lock:
+            self.requests += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "pid": os.getpid(),
+                "started_at": self.started_at,
+                "loading": self.loading,
+                "unhealthy": self.unhealthy,
+                "vram_lost": self.vram_lost,
+                "requests": self.requests,
+            }
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "standin/1"
+    protocol_version = "HTTP/1.1"
+    state: State  # set by main() before serving
+
+    # -- plumbing ---------------------------------------------------------
+
+    def log_message(self, fmt: str, *args: object) -> None:
+        sys.stderr.write(f"standin: {self.address_string()} {fmt % args}\n")
+
+    def send_json(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def hang_if_asked(self) -> None:
+        """After POST /fault/hang every request is accepted and never answered."""
+        if self.state.hang.is_set():
+            threading.Event().wait()  # forever; the thread is a daemon
+
+    def not_found(self) -> None:
+        self.send_json(HTTPStatus.NOT_FOUND, {"error": {"message": f"no route {self.path}", "code": 404}})
+
+    def loading_error(self) -> None:
+        self.send_json(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            {"error": {"message": "Loading model", "type": "unavailable_error", "code": 503}},
+        )
+
+    # -- routes -----------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self.hang_if_asked()
+        path = urlsplit(self.path).path
+        state = self.state
+        if path == "/health":
+            if state.unhealthy:
+                self.send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"status": "error"})
+            elif state.loading:
+                self.send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "loading model"})
+            else:
+                self.send_json(HTTPStatus.OK, {"status": "ok"})
+        elif path == "/v1/models":
+            model = {"id": state.model, "object": "model", "owned_by": "standin"}
+            self.send_json(HTTPStatus.OK, {"object": "list", "data": [model]})
+        elif path == "/debug/state":
+            self.send_json(HTTPStatus.OK, state.snapshot())
+        else:
+            self.not_found()
+
+    def do_POST(self) -> None:
+        self.hang_if_asked()
+        url = urlsplit(self.path)
+        body = self.read_body()
+        if url.path == "/v1/chat/completions":
+            self.chat_completion(body)
+        elif url.path.startswith("/fault/"):
+            self.fault(url.path.removeprefix("/fault/"), parse_qs(url.query))
+        else:
+            self.not_found()
+
+    def chat_completion(self, body: bytes) -> None:
+        state = self.state
+        if state.loading:
+            self.loading_error()
+            return
+        if body:
+            try:
+                json.loads(body)
+            except ValueError:
+                self.send_json(
+                    HTTPStatus.BAD_REQUEST,
+                    {"error": {"message": "body is not JSON", "type": "invalid_request_error", "code": 400}},
+                )
+                return
+        if state.response_delay:
+            time.sleep(state.response_delay)
+        state.count_request()
+        self.send_json(
+            HTTPStatus.OK,
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": state.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {
+                            "role": "assistant",
+                            "content": f"ok from {state.model} on {state.hostname}",
+                        },
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            },
+        )
+
+    def fault(self, name: str, query: dict[str, list[str]]) -> None:
+        if name not in FAULTS:
+            self.not_found()
+            return
+        code = parse_exit_code(query) if name == "crash" else 0
+        if code is None:
+            self.send_json(HTTPStatus.BAD_REQUEST, {"error": {"message": "code must be 0..255", "code": 400}})
+            return
+        self.send_json(HTTPStatus.OK, {"fault": name})  # answer first, then act
+        state = self.state
+        if name == "crash":
+            self.close_connection = True
+            timer = threading.Timer(0.05, os._exit, args=(code,))
+            timer.daemon = True
+            timer.start()
+        elif name == "hang":
+            state.hang.set()
+        elif name == "unhealthy":
+            state.unhealthy = True
+        elif name == "clear":
+            state.unhealthy = False
+        elif name == "vram-lost":
+            state.vram_lost = True
+
+
+def main() -> int:
+    port = int(os.environ.get("PORT") or 8080)
+    state = State(
+        model=os.environ.get("MODEL_NAME") or "standin",
+        load_seconds=env_float("LOAD_SECONDS", 0.0),
+        response_delay=env_float("RESPONSE_DELAY", 0.0),
+    )
+    crash_delay = env_float("CRASH_DELAY", 0.5)
+    Handler.state = state
+    server = ThreadingHTTPServer(("", port), Handler)  # "": all interfaces
+    server.daemon_threads = True
+
+    if env_flag("IGNORE_SIGTERM"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        # As PID 1, Python would ignore SIGTERM without a handler. shutdown()
+        # blocks until serve_forever() returns, so call it from another thread.
+        def on_sigterm(signum: int, frame: FrameType | None) -> None:
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+    if env_flag("CRASH_ON_START"):
+        sys.stderr.write(f"standin: CRASH_ON_START set, exiting with 3 in {crash_delay}s\n")
+        crasher = threading.Timer(crash_delay, os._exit, args=(3,))
+        crasher.daemon = True
+        crasher.start()
+
+    sys.stderr.write(
+        f"standin: model {state.model} on 0.0.0.0:{port}, pid {os.getpid()}, loading for {state.load_seconds}s\n"
+    )
+    try:
+        server.serve_forever(poll_interval=0.1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    sys.stderr.write("standin: shut down\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

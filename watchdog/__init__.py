@@ -1,0 +1,7 @@
+"""gpu-watchdog: heals a Docker fleet of GPU inference containers.
+
+Install it in its own environment: the import name `watchdog` is shared with an
+unrelated filesystem-events library, and this project never depends on it.
+"""
+
+__version__ = "0.1.0"

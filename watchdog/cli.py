@@ -1,0 +1,320 @@
+"""Command line: `gpu-watchdog --daemon`, `run --once`, `status`, `reset NAME`.
+
+Exit codes: 0 ok, 1 runtime failure (engine unreachable, lock held), 2 usage
+or configuration error. Every error is one line naming the culprit and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Any, NoReturn
+
+import click
+import docker
+from loguru import logger
+
+from watchdog import __version__
+from watchdog.config import Config, ConfigError, load_config
+from watchdog.docker_probe import ENGINE_ERRORS, DockerProbe, EngineUnavailable
+from watchdog.journal import Journal
+from watchdog.lock import InstanceLock, LockHeld
+from watchdog.logs import configure
+from watchdog.loop import Watchdog
+from watchdog.status import build_status, render_table
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+RESET_ERRORS: tuple[type[BaseException], ...] = (EngineUnavailable, *ENGINE_ERRORS)
+
+
+@dataclass
+class Context:
+    config_path: str | None
+    config: Config
+
+
+def fail(message: str, code: int) -> NoReturn:
+    click.echo(f"gpu-watchdog: {message}", err=True)
+    sys.exit(code)
+
+
+def docker_client() -> docker.DockerClient:
+    """The engine the usual way (DOCKER_HOST, else the default socket); API version negotiated."""
+    return docker.from_env(timeout=30)
+
+
+def open_journal(config: Config) -> Journal:
+    state_dir = config.resolved_state_dir()
+    try:
+        return Journal.in_dir(state_dir)
+    except (OSError, Exception) as exc:  # sqlite3.Error or a permission problem
+        fail(f"cannot open the journal in {state_dir}: {exc}; set state_dir or GPU_WATCHDOG_STATE_DIR", EXIT_RUNTIME)
+
+
+def _load(config_path: str | None, overrides: dict[str, Any]) -> Config:
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="GPU_WATCHDOG_CONFIG",
+    help="YAML config file (env GPU_WATCHDOG_CONFIG).",
+)
+@click.option("--daemon", is_flag=True, help="Run the healing loop until SIGTERM/SIGINT (SIGHUP reloads the config).")
+@click.option(
+    "--dry-run", is_flag=True, default=None, help="Detect and decide, but change nothing; log what would be done."
+)
+@click.option(
+    "--state-dir", type=click.Path(file_okay=False), help="Where the journal lives (env GPU_WATCHDOG_STATE_DIR)."
+)
+@click.option(
+    "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False), default=None
+)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None)
+@click.version_option(__version__, prog_name="gpu-watchdog")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    config_path: str | None,
+    daemon: bool,
+    dry_run: bool | None,
+    state_dir: str | None,
+    log_level: str | None,
+    log_format: str | None,
+) -> None:
+    """Heal a Docker fleet of GPU inference containers that opted in with the label gpu-watchdog.enable=true."""
+    overrides = {
+        "dry_run": dry_run,
+        "state_dir": state_dir,
+        "log_level": log_level.upper() if log_level else None,
+        "log_format": log_format,
+    }
+    config = _load(config_path, overrides)
+    configure(config.log_level, config.log_format)
+    ctx.obj = Context(config_path, config)
+    ctx.meta["overrides"] = overrides
+    if daemon:
+        if ctx.invoked_subcommand is not None:
+            fail("--daemon runs the loop; do not combine it with a subcommand", EXIT_USAGE)
+        sys.exit(run_daemon(ctx.obj, overrides))
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+@cli.command("run")
+@click.option("--once", is_flag=True, help="Run one cycle, wait for the restarts it issues, and exit.")
+@click.pass_obj
+def run_command(obj: Context, once: bool) -> None:
+    """Run the healing loop (same as --daemon), or a single cycle with --once."""
+    overrides = click.get_current_context().parent.meta["overrides"]  # type: ignore[union-attr]
+    sys.exit(run_once(obj.config) if once else run_daemon(obj, overrides))
+
+
+def _connect() -> docker.DockerClient:
+    try:
+        client = docker_client()
+        client.ping()
+        return client
+    except ENGINE_ERRORS as exc:
+        fail(f"Docker engine unreachable ({_short(exc)}); start it or set DOCKER_HOST", EXIT_RUNTIME)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
+
+
+def _print_effective(config: Config) -> None:
+    logger.info(
+        "gpu-watchdog {} starting: poll {} s, probe timeout {} s, failures {}, max concurrent restarts {}, "
+        "breaker {} in {} s (backoff {}-{} s, cooldown {} s), RAM preflight {} (x{} + {} B), label prefix '{}', "
+        "events {}, dry-run {}, state {}",
+        __version__,
+        config.poll_interval,
+        config.probe_timeout,
+        config.failure_threshold,
+        config.max_concurrent_restarts,
+        config.breaker.max_restarts,
+        config.breaker.window,
+        config.breaker.backoff_initial,
+        config.breaker.backoff_max,
+        config.breaker.cooldown,
+        "on" if config.ram_preflight.enabled else "off",
+        config.ram_preflight.factor,
+        config.ram_preflight.reserve,
+        config.label_prefix,
+        "on" if config.events else "off",
+        config.dry_run,
+        config.resolved_state_dir(),
+    )
+
+
+def run_once(config: Config) -> int:
+    client = _connect()
+    journal = open_journal(config)
+    lock = InstanceLock(config.resolved_state_dir())
+    try:
+        lock.acquire()
+    except LockHeld as exc:
+        fail(f"{exc}; a daemon is already healing this fleet", EXIT_RUNTIME)
+    watchdog = Watchdog(config, journal, lambda: client)
+    try:
+        watchdog.reconcile()
+        watchdog.replay_events()
+        result = watchdog.cycle()
+        if not result.engine_up:
+            fail("Docker engine became unreachable during the cycle", EXIT_RUNTIME)
+        managed = sum(1 for c in result.containers if c.managed)
+        click.echo(
+            f"cycle: {managed} managed, {len(result.diagnosis.faults)} fault(s), {result.duration * 1000:.0f} ms"
+        )
+        for decision in result.decisions:
+            click.echo(f"  {decision.fault.container}: {decision.verdict.value}: {decision.reason}")
+    finally:
+        watchdog.shutdown()
+        lock.release()
+        journal.close()
+    return EXIT_OK
+
+
+def run_daemon(obj: Context, overrides: dict[str, Any]) -> int:
+    config = obj.config
+    stopping = threading.Event()
+    reload_requested = threading.Event()
+
+    def on_stop(signum: int, _frame: object) -> None:
+        logger.info("received {}: finishing the current cycle and stopping", signal.Signals(signum).name)
+        stopping.set()
+        watchdog_ref[0] and watchdog_ref[0].wake.set()  # type: ignore[func-returns-value]
+
+    def on_hup(_signum: int, _frame: object) -> None:
+        reload_requested.set()
+        watchdog_ref[0] and watchdog_ref[0].wake.set()  # type: ignore[func-returns-value]
+
+    watchdog_ref: list[Watchdog | None] = [None]
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+    _print_effective(config)
+
+    lock = InstanceLock(config.resolved_state_dir())
+    said = False
+    while not stopping.is_set():
+        try:
+            lock.acquire()
+            break
+        except LockHeld as exc:
+            if not said:
+                logger.warning("{}; waiting for it to exit (two watchdogs must not fight over one fleet)", exc)
+                said = True
+            stopping.wait(config.poll_interval)
+    if stopping.is_set():
+        return EXIT_OK
+
+    journal = open_journal(config)
+    client: docker.DockerClient | None = None
+    said = False
+    while client is None and not stopping.is_set():
+        try:
+            client = docker_client()
+            client.ping()
+        except ENGINE_ERRORS as exc:
+            client = None
+            if not said:
+                logger.error("Docker engine unreachable ({}); retrying until it answers", _short(exc))
+                said = True
+            stopping.wait(2.0)
+    if client is None:
+        lock.release()
+        return EXIT_OK
+
+    watchdog = Watchdog(config, journal, docker_client)
+    watchdog_ref[0] = watchdog
+    journal.record("daemon-start", f"gpu-watchdog {__version__} started (dry-run {config.dry_run})", ts=time.time())
+    watchdog.reconcile()
+    watchdog.start_events()
+
+    def before_cycle(_result: object) -> None:
+        if reload_requested.is_set():
+            reload_requested.clear()
+            try:
+                fresh = replace(load_config(obj.config_path), **{k: v for k, v in overrides.items() if v is not None})
+            except ConfigError as exc:
+                logger.error("SIGHUP: config not reloaded, keeping the running one: {}", exc)
+                return
+            watchdog.apply_config(fresh)
+            logger.info("SIGHUP: config reloaded")
+            _print_effective(watchdog.config)
+
+    try:
+        watchdog.run_forever(stopping, on_cycle=before_cycle)
+    finally:
+        watchdog.shutdown()
+        journal.record("daemon-stop", "gpu-watchdog stopped", ts=time.time())
+        journal.close()
+        lock.release()
+    logger.info("stopped")
+    return EXIT_OK
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def status(obj: Context, as_json: bool) -> None:
+    """Every managed container: GPU(s), state, health, last fault, restarts in the last hour, breaker."""
+    client = _connect()
+    journal = open_journal(obj.config)
+    try:
+        containers = DockerProbe(client, obj.config.label_prefix).snapshot()
+    except EngineUnavailable as exc:
+        fail(f"Docker engine unreachable ({_short(exc)}); start it or set DOCKER_HOST", EXIT_RUNTIME)
+    doc = build_status(containers, journal, obj.config, time.time(), obj.config.resolved_state_dir())
+    click.echo(json.dumps(doc, indent=2) if as_json else render_table(doc))
+
+
+@cli.command()
+@click.argument("name")
+@click.pass_obj
+def reset(obj: Context, name: str) -> None:
+    """Re-arm the crash-loop breaker of NAME and forget that it was stopped on purpose: it is healed again."""
+    journal = open_journal(obj.config)
+    try:
+        containers = DockerProbe(docker_client(), obj.config.label_prefix).snapshot()
+    except RESET_ERRORS as exc:
+        logger.warning("engine unreachable ({}): resetting {} without checking that it exists", _short(exc), name)
+        containers = None
+    if containers is not None:
+        names = sorted(c.name for c in containers if c.managed)
+        if name not in names:
+            fail(f"no managed container named {name!r}; managed: {', '.join(names) or 'none'}", EXIT_USAGE)
+    now = time.time()
+    journal.reset_breaker(name, ts=now)
+    cleared = journal.clear_stops_named(name)
+    journal.record(
+        "reset",
+        f"breaker re-armed by `gpu-watchdog reset`{'; deliberate-stop mark cleared' if cleared else ''}",
+        ts=now,
+        container=name,
+    )
+    click.echo(
+        f"{name}: breaker re-armed{', deliberate-stop mark cleared' if cleared else ''}; the watchdog heals it again"
+    )
+
+
+def main() -> None:
+    cli(prog_name="gpu-watchdog")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,249 @@
+"""Global settings: defaults from the seeds, an optional YAML file, env overrides.
+
+Loading is strict: an unknown key or a wrong type is a ConfigError naming the
+key path and the fix, because a silently ignored setting is worse than none.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from watchdog.units import parse_bool, parse_bytes, parse_duration
+
+ENV_CONFIG = "GPU_WATCHDOG_CONFIG"
+ENV_STATE_DIR = "GPU_WATCHDOG_STATE_DIR"
+ENV_DRY_RUN = "GPU_WATCHDOG_DRY_RUN"
+ENV_LOG_FORMAT = "GPU_WATCHDOG_LOG_FORMAT"
+ENV_LOG_LEVEL = "GPU_WATCHDOG_LOG_LEVEL"
+
+
+class ConfigError(ValueError):
+    """Bad configuration; the message is one line naming the key and the fix."""
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    """Crash-loop breaker, after systemd's StartLimitBurst/IntervalSec."""
+
+    max_restarts: int = 5
+    window: float = 300.0
+    backoff_initial: float = 10.0
+    backoff_max: float = 60.0
+    cooldown: float = 3600.0
+
+
+@dataclass(frozen=True)
+class RamPreflightConfig:
+    """Refuse a (re)start unless MemAvailable >= need x factor + reserve (seed 004)."""
+
+    enabled: bool = True
+    factor: float = 1.1
+    reserve: int = 1024**3
+
+
+@dataclass(frozen=True)
+class Config:
+    poll_interval: float = 5.0
+    probe_timeout: float = 3.0
+    failure_threshold: int = 3
+    default_start_period: float = 120.0
+    max_concurrent_restarts: int = 1
+    recovery_timeout: float | None = None
+    stop_settle: float = 0.3
+    label_prefix: str = "gpu-watchdog"
+    dry_run: bool = False
+    events: bool = True
+    state_dir: str | None = None
+    log_format: str = "text"
+    log_level: str = "INFO"
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    ram_preflight: RamPreflightConfig = field(default_factory=RamPreflightConfig)
+
+    def resolved_state_dir(self, env: Mapping[str, str] | None = None) -> Path:
+        """state_dir, else $XDG_STATE_HOME/gpu-watchdog, else ~/.local/state/gpu-watchdog."""
+        env = os.environ if env is None else env
+        if self.state_dir:
+            return Path(self.state_dir).expanduser()
+        base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(base) / "gpu-watchdog"
+
+
+_LOG_FORMATS = ("text", "json")
+_LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+
+
+def _positive_seconds(path: str, value: Any, allow_zero: bool = False) -> float:
+    try:
+        seconds = parse_duration(value)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"config: {path}={value!r}: {exc}") from None
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        raise ConfigError(f"config: {path}={value!r}: must be {'>= 0' if allow_zero else '> 0'} seconds")
+    return seconds
+
+
+def _int(path: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"config: {path}={value!r}: must be a whole number >= {minimum}")
+    return value
+
+
+def _bool(path: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    try:
+        return parse_bool(str(value))
+    except ValueError:
+        raise ConfigError(f"config: {path}={value!r}: must be true or false") from None
+
+
+def _number(path: str, value: Any, minimum: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise ConfigError(f"config: {path}={value!r}: must be a number >= {minimum}")
+    return float(value)
+
+
+def _check_keys(path: str, data: Mapping[str, Any], allowed: list[str]) -> None:
+    for key in data:
+        if key not in allowed:
+            where = f"{path}.{key}" if path else str(key)
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(allowed)}"
+            raise ConfigError(f"config: unknown key '{where}'{hint}")
+
+
+def _section(path: str, value: Any) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"config: '{path}' must be a mapping of keys, got {type(value).__name__}")
+    return value
+
+
+def parse_config(data: Mapping[str, Any] | None) -> Config:
+    """Validate a mapping (as read from YAML) into a Config."""
+    data = _section("", data) if data is not None else {}
+    top = [f.name for f in fields(Config)]
+    _check_keys("", data, top)
+    base = Config()
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in ("poll_interval", "probe_timeout", "default_start_period"):
+            values[key] = _positive_seconds(key, value, allow_zero=key == "default_start_period")
+        elif key == "stop_settle":
+            values[key] = _positive_seconds(key, value, allow_zero=True)
+        elif key == "recovery_timeout":
+            values[key] = None if value is None else _positive_seconds(key, value)
+        elif key == "failure_threshold" or key == "max_concurrent_restarts":
+            values[key] = _int(key, value, 1)
+        elif key in ("dry_run", "events"):
+            values[key] = _bool(key, value)
+        elif key == "label_prefix":
+            if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+                raise ConfigError(f"config: label_prefix={value!r}: must be a non-empty word, e.g. gpu-watchdog")
+            values[key] = value.rstrip(".")
+        elif key == "state_dir":
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"config: state_dir={value!r}: must be a path")
+            values[key] = value
+        elif key == "log_format":
+            if value not in _LOG_FORMATS:
+                raise ConfigError(f"config: log_format={value!r}: must be one of {', '.join(_LOG_FORMATS)}")
+            values[key] = value
+        elif key == "log_level":
+            if not isinstance(value, str) or value.upper() not in _LOG_LEVELS:
+                raise ConfigError(f"config: log_level={value!r}: must be one of {', '.join(_LOG_LEVELS)}")
+            values[key] = value.upper()
+        elif key == "breaker":
+            values[key] = _parse_breaker(_section("breaker", value))
+        elif key == "ram_preflight":
+            values[key] = _parse_ram(_section("ram_preflight", value))
+    config = replace(base, **values)
+    if config.probe_timeout > config.poll_interval * 4:
+        raise ConfigError(
+            f"config: probe_timeout={config.probe_timeout} is over 4x poll_interval={config.poll_interval}; "
+            "lower probe_timeout or raise poll_interval"
+        )
+    if config.breaker.backoff_max < config.breaker.backoff_initial:
+        raise ConfigError("config: breaker.backoff_max must be >= breaker.backoff_initial")
+    return config
+
+
+def _parse_breaker(data: Mapping[str, Any]) -> BreakerConfig:
+    _check_keys("breaker", data, [f.name for f in fields(BreakerConfig)])
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"breaker.{key}"
+        if key == "max_restarts":
+            values[key] = _int(path, value, 1)
+        else:
+            values[key] = _positive_seconds(path, value, allow_zero=key.startswith("backoff"))
+    return replace(BreakerConfig(), **values)
+
+
+def _parse_ram(data: Mapping[str, Any]) -> RamPreflightConfig:
+    _check_keys("ram_preflight", data, [f.name for f in fields(RamPreflightConfig)])
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"ram_preflight.{key}"
+        if key == "enabled":
+            values[key] = _bool(path, value)
+        elif key == "factor":
+            values[key] = _number(path, value, 0.0)
+        elif key == "reserve":
+            try:
+                values[key] = parse_bytes(value)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"config: {path}={value!r}: {exc}") from None
+    return replace(RamPreflightConfig(), **values)
+
+
+def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> Config:
+    """Config from the file at `path` (or $GPU_WATCHDOG_CONFIG), then env overrides."""
+    env = os.environ if env is None else env
+    path = path or env.get(ENV_CONFIG) or None
+    data: Any = None
+    if path:
+        file = Path(path)
+        try:
+            text = file.read_text()
+        except OSError as exc:
+            raise ConfigError(f"config: cannot read {file}: {exc.strerror}; check --config / {ENV_CONFIG}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"config: {file}{where} is not valid YAML; fix the syntax there") from None
+        if data is not None and not isinstance(data, Mapping):
+            raise ConfigError(f"config: {file} must hold a mapping of settings, got {type(data).__name__}")
+    config = parse_config(data)
+    return apply_env(config, env)
+
+
+def apply_env(config: Config, env: Mapping[str, str]) -> Config:
+    """Environment variables win over the file (documented in the README)."""
+    values: dict[str, Any] = {}
+    if env.get(ENV_STATE_DIR):
+        values["state_dir"] = env[ENV_STATE_DIR]
+    if env.get(ENV_DRY_RUN):
+        try:
+            values["dry_run"] = parse_bool(env[ENV_DRY_RUN])
+        except ValueError:
+            raise ConfigError(f"env {ENV_DRY_RUN}={env[ENV_DRY_RUN]!r}: must be true or false") from None
+    if env.get(ENV_LOG_FORMAT):
+        if env[ENV_LOG_FORMAT] not in _LOG_FORMATS:
+            raise ConfigError(f"env {ENV_LOG_FORMAT}={env[ENV_LOG_FORMAT]!r}: must be text or json")
+        values["log_format"] = env[ENV_LOG_FORMAT]
+    if env.get(ENV_LOG_LEVEL):
+        if env[ENV_LOG_LEVEL].upper() not in _LOG_LEVELS:
+            raise ConfigError(f"env {ENV_LOG_LEVEL}={env[ENV_LOG_LEVEL]!r}: must be one of {', '.join(_LOG_LEVELS)}")
+        values["log_level"] = env[ENV_LOG_LEVEL].upper()
+    return replace(config, **values)

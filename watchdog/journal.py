@@ -1,0 +1,334 @@
+"""The journal: every detection, decision, action and outcome, in one SQLite file.
+
+WAL mode, one short transaction per write, so a `kill -9` mid-action leaves a
+consistent file; an action row without `finished_at` is an action that was in
+flight and is reconciled at the next start. Reports, restart counts and the
+breaker are read from here, never from the daemon's memory alone.
+
+A write that fails (disk full, read-only) never stops the loop: it is logged
+loudly and counted in `write_failures`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from loguru import logger
+
+from watchdog.breaker import BreakerHistory
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    container TEXT,
+    container_id TEXT,
+    gpu TEXT,
+    fault TEXT,
+    reason TEXT NOT NULL,
+    action_id INTEGER,
+    duration REAL,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS entries_ts ON entries(ts);
+CREATE INDEX IF NOT EXISTS entries_container ON entries(container, ts);
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    container TEXT NOT NULL,
+    container_id TEXT NOT NULL,
+    fault TEXT,
+    reason TEXT NOT NULL,
+    dry_run INTEGER NOT NULL DEFAULT 0,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    outcome TEXT
+);
+CREATE INDEX IF NOT EXISTS actions_container ON actions(container, started_at);
+CREATE TABLE IF NOT EXISTS stop_marks (
+    container_id TEXT PRIMARY KEY,
+    container TEXT NOT NULL,
+    stopped_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS breakers (
+    container TEXT PRIMARY KEY,
+    given_up_at REAL,
+    reset_at REAL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+JOURNAL_FILE = "journal.sqlite3"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ActionRow:
+    id: int
+    kind: str
+    container: str
+    container_id: str
+    fault: str | None
+    reason: str
+    dry_run: bool
+    started_at: float
+    finished_at: float | None
+    outcome: str | None
+
+
+class Journal:
+    """Thread-safe access to the journal file (the loop and action workers share it)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), timeout=10.0, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self.write_failures = 0
+
+    @classmethod
+    def in_dir(cls, state_dir: Path) -> Journal:
+        return cls(state_dir / JOURNAL_FILE)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _write(self, what: str, statement: Callable[[sqlite3.Connection], T]) -> T | None:
+        """Run one write transaction; on failure log, count, and return None."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                result = statement(self._db)
+                self._db.execute("COMMIT")
+                return result
+            except sqlite3.Error as exc:
+                self.write_failures += 1
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                logger.bind(journal=str(self.path)).error(
+                    "journal write failed ({}): {}; healing goes on, this record is lost", what, exc
+                )
+                return None
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return list(self._db.execute(sql, params).fetchall())
+
+    def data_version(self) -> int:
+        """Changes when another process (e.g. `gpu-watchdog reset`) wrote the file."""
+        with self._lock:
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    # -- entries -------------------------------------------------------------
+
+    def record(
+        self,
+        kind: str,
+        reason: str,
+        *,
+        ts: float,
+        container: str | None = None,
+        container_id: str | None = None,
+        gpus: tuple[str, ...] = (),
+        fault: str | None = None,
+        action_id: int | None = None,
+        duration: float | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        row = (
+            ts,
+            kind,
+            container,
+            container_id,
+            ",".join(gpus) or None,
+            fault,
+            reason,
+            action_id,
+            duration,
+            json.dumps(detail) if detail else None,
+        )
+        self._write(
+            kind,
+            lambda db: db.execute(
+                "INSERT INTO entries(ts, kind, container, container_id, gpu, fault, reason, action_id, duration,"
+                " detail) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                row,
+            ),
+        )
+
+    def entries(
+        self, since: float = 0.0, container: str | None = None, kind: str | None = None
+    ) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT id, ts, kind, container, container_id, gpu, fault, reason, action_id, duration, detail"
+            " FROM entries WHERE ts >= ?"
+        )
+        params: list[Any] = [since]
+        if container is not None:
+            sql += " AND container = ?"
+            params.append(container)
+        if kind is not None:
+            sql += " AND kind = ?"
+            params.append(kind)
+        sql += " ORDER BY id"
+        names = (
+            "id",
+            "ts",
+            "kind",
+            "container",
+            "container_id",
+            "gpu",
+            "fault",
+            "reason",
+            "action_id",
+            "duration",
+            "detail",
+        )
+        rows = []
+        for row in self._read(sql, tuple(params)):
+            item = dict(zip(names, row, strict=True))
+            item["detail"] = json.loads(item["detail"]) if item["detail"] else None
+            rows.append(item)
+        return rows
+
+    # -- actions -------------------------------------------------------------
+
+    _ACTION_COLUMNS = "id, kind, container, container_id, fault, reason, dry_run, started_at, finished_at, outcome"
+
+    def begin_action(
+        self,
+        kind: str,
+        container: str,
+        container_id: str,
+        fault: str | None,
+        reason: str,
+        *,
+        ts: float,
+        dry_run: bool = False,
+    ) -> int | None:
+        """Row written before the action runs: if we die mid-way, the next start sees it."""
+        row = (kind, container, container_id, fault, reason, int(dry_run), ts)
+        return self._write(
+            "action",
+            lambda db: (
+                db.execute(
+                    "INSERT INTO actions(kind, container, container_id, fault, reason, dry_run, started_at)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    row,
+                ).lastrowid
+            ),
+        )
+
+    def finish_action(self, action_id: int | None, outcome: str, *, ts: float) -> None:
+        if action_id is None:
+            return
+        self._write(
+            "action outcome",
+            lambda db: db.execute(
+                "UPDATE actions SET finished_at = ?, outcome = ? WHERE id = ?", (ts, outcome, action_id)
+            ),
+        )
+
+    def _action_rows(self, where: str, params: tuple[Any, ...]) -> list[ActionRow]:
+        rows = self._read(f"SELECT {self._ACTION_COLUMNS} FROM actions WHERE {where} ORDER BY id", params)
+        return [ActionRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], r[9]) for r in rows]
+
+    def actions(self, since: float = 0.0, container: str | None = None) -> list[ActionRow]:
+        if container is None:
+            return self._action_rows("started_at >= ?", (since,))
+        return self._action_rows("started_at >= ? AND container = ?", (since, container))
+
+    def unfinished_actions(self) -> list[ActionRow]:
+        return self._action_rows("finished_at IS NULL", ())
+
+    # -- breaker -------------------------------------------------------------
+
+    def breaker_history(self, container: str, since: float) -> BreakerHistory:
+        attempts = tuple(
+            r[0]
+            for r in self._read(
+                "SELECT started_at FROM actions WHERE container = ? AND kind = 'restart' AND dry_run = 0"
+                " AND started_at >= ? ORDER BY started_at",
+                (container, since),
+            )
+        )
+        row = self._read("SELECT given_up_at, reset_at FROM breakers WHERE container = ?", (container,))
+        given_up_at, reset_at = row[0] if row else (None, None)
+        return BreakerHistory(attempts, given_up_at, reset_at)
+
+    def give_up(self, container: str, *, ts: float) -> None:
+        self._write(
+            "give up",
+            lambda db: db.execute(
+                "INSERT INTO breakers(container, given_up_at) VALUES (?, ?)"
+                " ON CONFLICT(container) DO UPDATE SET given_up_at = excluded.given_up_at",
+                (container, ts),
+            ),
+        )
+
+    def reset_breaker(self, container: str, *, ts: float) -> None:
+        self._write(
+            "reset",
+            lambda db: db.execute(
+                "INSERT INTO breakers(container, reset_at) VALUES (?, ?)"
+                " ON CONFLICT(container) DO UPDATE SET reset_at = excluded.reset_at",
+                (container, ts),
+            ),
+        )
+
+    # -- deliberate stops ----------------------------------------------------
+
+    def mark_stop(self, container_id: str, container: str, *, ts: float) -> None:
+        self._write(
+            "stop mark",
+            lambda db: db.execute(
+                "INSERT INTO stop_marks(container_id, container, stopped_at) VALUES (?,?,?)"
+                " ON CONFLICT(container_id) DO UPDATE SET stopped_at = excluded.stopped_at",
+                (container_id, container, ts),
+            ),
+        )
+
+    def clear_stop(self, container_id: str) -> None:
+        self._write(
+            "stop mark", lambda db: db.execute("DELETE FROM stop_marks WHERE container_id = ?", (container_id,))
+        )
+
+    def clear_stops_named(self, container: str) -> int:
+        cleared = self._write(
+            "stop mark", lambda db: db.execute("DELETE FROM stop_marks WHERE container = ?", (container,)).rowcount
+        )
+        return cleared or 0
+
+    def stop_marks(self) -> dict[str, float]:
+        return {r[0]: r[1] for r in self._read("SELECT container_id, stopped_at FROM stop_marks")}
+
+    # -- meta ----------------------------------------------------------------
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write(
+            "meta",
+            lambda db: db.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            ),
+        )
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(row[0][0]) if row else None

@@ -1,0 +1,183 @@
+"""Read a container's `gpu-watchdog.*` labels into a ContainerSpec.
+
+Pure. A label with a bad value makes the whole container misconfigured: the
+caller shows the problem (label, value, fix) and never acts on that container.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlparse
+
+from watchdog.model import ContainerSpec
+from watchdog.units import parse_bool, parse_bytes, parse_duration
+
+# Every label the watchdog reads, after the prefix; anything else under the
+# prefix is reported, since a typo there would silently change nothing.
+KNOWN_LABELS = (
+    "enable",
+    "priority",
+    "gpu",
+    "health-url",
+    "health-port",
+    "health-path",
+    "start-period",
+    "stop-timeout",
+    "max-restarts",
+    "role",
+    "model",
+    "model-size",
+)
+
+
+def is_enabled(labels: Mapping[str, str], prefix: str) -> bool | None:
+    """True/False from `<prefix>.enable`, None when absent or unparsable."""
+    raw = labels.get(f"{prefix}.enable")
+    if raw is None:
+        return None
+    try:
+        return parse_bool(raw)
+    except ValueError:
+        return None
+
+
+def unknown_labels(labels: Mapping[str, str], prefix: str) -> tuple[str, ...]:
+    """Warnings for labels under the prefix that the watchdog does not read (likely typos)."""
+    known = ", ".join(f"{prefix}.{k}" for k in KNOWN_LABELS)
+    return tuple(
+        f"label {key} is not a gpu-watchdog label and is ignored; known: {known}"
+        for key in sorted(labels)
+        if key.startswith(f"{prefix}.") and key[len(prefix) + 1 :] not in KNOWN_LABELS
+    )
+
+
+def parse_spec(labels: Mapping[str, str], prefix: str) -> tuple[ContainerSpec | None, tuple[str, ...]]:
+    """Spec and problems. (None, ()) means not managed; (None, problems) misconfigured."""
+    key = f"{prefix}.enable"
+    raw_enable = labels.get(key)
+    if raw_enable is None:
+        return None, ()
+    try:
+        enabled = parse_bool(raw_enable)
+    except ValueError as exc:
+        return None, (f"label {key}={raw_enable!r}: {exc}; set it to true or false",)
+    if not enabled:
+        return None, ()
+
+    problems: list[str] = []
+
+    def label(name: str) -> str | None:
+        return labels.get(f"{prefix}.{name}")
+
+    def bad(name: str, value: str, fix: str) -> None:
+        problems.append(f"label {prefix}.{name}={value!r}: {fix}")
+
+    priority = 0
+    if (raw := label("priority")) is not None:
+        try:
+            priority = int(raw.strip())
+        except ValueError:
+            bad("priority", raw, "expected an integer (higher is restarted first), e.g. 10")
+
+    gpus: tuple[str, ...] = ()
+    if (raw := label("gpu")) is not None:
+        gpus = tuple(part.strip() for part in raw.split(",") if part.strip())
+        if not gpus:
+            bad("gpu", raw, "expected GPU indices or UUIDs, comma-separated, e.g. 0 or GPU-1a2b...")
+
+    health_url = label("health-url")
+    if health_url is not None:
+        parsed = urlparse(health_url.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            bad("health-url", health_url, "expected a full URL such as http://127.0.0.1:8080/health")
+            health_url = None
+        else:
+            health_url = health_url.strip()
+
+    health_port: int | None = None
+    if (raw := label("health-port")) is not None:
+        try:
+            health_port = int(raw.strip())
+            if not 1 <= health_port <= 65535:
+                raise ValueError
+        except ValueError:
+            bad("health-port", raw, "expected the container port 1-65535 the server listens on, e.g. 8080")
+            health_port = None
+
+    health_path = label("health-path") or "/health"
+    if not health_path.startswith("/"):
+        bad("health-path", health_path, "expected a path starting with /, e.g. /health")
+
+    def duration(name: str) -> float | None:
+        raw_value = label(name)
+        if raw_value is None:
+            return None
+        try:
+            return parse_duration(raw_value)
+        except ValueError as exc:
+            bad(name, raw_value, str(exc))
+            return None
+
+    start_period = duration("start-period")
+    stop_timeout = duration("stop-timeout")
+
+    max_restarts: int | None = None
+    if (raw := label("max-restarts")) is not None:
+        try:
+            max_restarts = int(raw.strip())
+            if max_restarts < 1:
+                raise ValueError
+        except ValueError:
+            bad("max-restarts", raw, "expected a whole number >= 1 of restarts per breaker window")
+            max_restarts = None
+
+    model_size: int | None = None
+    if (raw := label("model-size")) is not None:
+        try:
+            model_size = parse_bytes(raw)
+        except ValueError as exc:
+            bad("model-size", raw, str(exc))
+
+    if problems:
+        return None, tuple(problems)
+    return (
+        ContainerSpec(
+            priority=priority,
+            gpus=gpus,
+            health_url=health_url,
+            health_port=health_port,
+            health_path=health_path,
+            start_period=start_period,
+            stop_timeout=stop_timeout,
+            max_restarts=max_restarts,
+            role=label("role"),
+            model=label("model"),
+            model_size=model_size,
+        ),
+        (),
+    )
+
+
+def gpus_from_engine(device_requests: list[dict[str, Any]] | None, env: list[str] | None) -> tuple[str, ...]:
+    """GPUs a container was given: compose device reservations, else NVIDIA_VISIBLE_DEVICES."""
+    found: list[str] = []
+    for request in device_requests or []:
+        capabilities = [c for group in request.get("Capabilities") or [] for c in group]
+        if request.get("Driver") not in (None, "", "nvidia") and "gpu" not in capabilities:
+            continue
+        ids = request.get("DeviceIDs") or []
+        if ids:
+            found.extend(str(i) for i in ids)
+        elif request.get("Count") == -1:
+            found.append("all")
+        elif request.get("Count"):
+            found.append(f"count={request['Count']}")
+    if found:
+        return tuple(found)
+    for item in env or []:
+        if item.startswith("NVIDIA_VISIBLE_DEVICES="):
+            value = item.split("=", 1)[1]
+            if value and value not in ("void", "none"):
+                return tuple(v.strip() for v in value.split(",") if v.strip())
+    return ()

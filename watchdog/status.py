@@ -1,0 +1,160 @@
+"""`gpu-watchdog status`: what the engine shows, what the journal remembers, what the daemon sees.
+
+Works whether or not the daemon runs: engine state and journal are always
+read; the daemon's own view (endpoint probes, current verdicts) is added when
+its status file is fresh.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from watchdog.breaker import evaluate
+from watchdog.config import Config
+from watchdog.journal import Journal
+from watchdog.loop import STATUS_FILE
+from watchdog.model import ContainerSnapshot
+
+
+def read_daemon_view(state_dir: Path, now: float, max_age: float) -> dict[str, Any] | None:
+    try:
+        view = json.loads((state_dir / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(view, dict) or now - float(view.get("written_at", 0)) > max_age:
+        return None
+    return view
+
+
+def build_status(
+    containers: Sequence[ContainerSnapshot], journal: Journal, config: Config, now: float, state_dir: Path
+) -> dict[str, Any]:
+    """A JSON-able document; the table view prints the same data."""
+    heartbeat = journal.get_meta("heartbeat")
+    daemon = read_daemon_view(state_dir, now, max_age=max(3 * config.poll_interval, 15.0))
+    daemon_containers = (daemon or {}).get("containers", {})
+    stop_marks = journal.stop_marks()
+    rows = []
+    for c in sorted(containers, key=lambda c: (-(c.spec.priority if c.spec else 0), c.name)):
+        detections = journal.entries(since=0, container=c.name, kind="detected")
+        last_fault = detections[-1] if detections else None
+        restarts = [
+            a for a in journal.actions(since=now - 3600, container=c.name) if a.kind == "restart" and not a.dry_run
+        ]
+        history = journal.breaker_history(c.name, since=now - config.breaker.window - config.breaker.cooldown)
+        verdict = evaluate(history, config.breaker, now, c.spec.max_restarts if c.spec else None)
+        seen = daemon_containers.get(c.id, {})
+        rows.append(
+            {
+                "name": c.name,
+                "id": c.id[:12],
+                "managed": c.managed,
+                "self": c.is_self,
+                "misconfigured": list(c.problems),
+                "warnings": list(c.warnings),
+                "priority": c.spec.priority if c.spec else None,
+                "gpus": list(c.gpus),
+                "role": c.spec.role if c.spec else None,
+                "model": c.spec.model if c.spec else None,
+                "state": c.state.value,
+                "health": c.health.value,
+                "endpoint": c.endpoint,
+                "endpoint_probe": seen.get("endpoint"),
+                "fault_now": seen.get("fault"),
+                "decision": seen.get("decision"),
+                "notes": seen.get("notes", []),
+                "stopped_on_purpose": c.id in stop_marks,
+                "last_fault": (
+                    {"at": last_fault["ts"], "kind": last_fault["fault"], "reason": last_fault["reason"]}
+                    if last_fault
+                    else None
+                ),
+                "restarts_last_hour": len(restarts),
+                "breaker": verdict.state.value,
+                "breaker_reason": verdict.reason,
+            }
+        )
+    return {
+        "now": now,
+        "daemon": {
+            "running": daemon is not None,
+            "pid": (daemon or {}).get("pid"),
+            "dry_run": (daemon or {}).get("dry_run"),
+            "last_heartbeat": float(heartbeat) if heartbeat else None,
+        },
+        "journal": str(journal.path),
+        "containers": rows,
+    }
+
+
+def _age(now: float, then: float | None) -> str:
+    if then is None:
+        return "never"
+    seconds = now - then
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def render_table(doc: dict[str, Any]) -> str:
+    now = doc["now"]
+    daemon = doc["daemon"]
+    if daemon["running"]:
+        head = f"daemon: running (pid {daemon['pid']}{', DRY-RUN' if daemon['dry_run'] else ''})"
+    else:
+        head = f"daemon: not running (last heartbeat {_age(now, daemon['last_heartbeat'])})"
+    lines = [head, f"journal: {doc['journal']}", ""]
+    header = ("CONTAINER", "PRIO", "GPU", "STATE", "HEALTH", "LAST FAULT", "RESTARTS/1H", "BREAKER")
+    table = [header]
+    details: list[str] = []
+    for row in doc["containers"]:
+        if row["self"]:
+            table.append((row["name"], "-", "-", row["state"], "-", "-", "-", "(the watchdog itself)"))
+            continue
+        if row["misconfigured"]:
+            table.append((row["name"], "-", "-", row["state"], "-", "-", "-", "MISCONFIGURED"))
+            details.extend(f"  {row['name']}: {p}" for p in row["misconfigured"])
+            continue
+        health = row["health"]
+        probe = row["endpoint_probe"]
+        if probe:
+            health += f", endpoint {probe['status']}"
+            if probe.get("failing_streak"):
+                health += f" x{probe['failing_streak']}"
+        last = row["last_fault"]
+        last_text = f"{last['kind']} {_age(now, last['at'])}" if last else "-"
+        breaker = row["breaker"]
+        if row["stopped_on_purpose"]:
+            breaker += " (stopped on purpose)"
+        table.append(
+            (
+                row["name"],
+                str(row["priority"]),
+                ",".join(row["gpus"]) or "-",
+                row["state"],
+                health,
+                last_text,
+                str(row["restarts_last_hour"]),
+                breaker,
+            )
+        )
+        if row["fault_now"]:
+            details.append(f"  {row['name']}: fault: {row['fault_now']}")
+        if row["decision"]:
+            details.append(f"  {row['name']}: {row['decision']}")
+        if row["breaker"] != "closed":
+            details.append(f"  {row['name']}: breaker: {row['breaker_reason']}")
+        details.extend(f"  {row['name']}: {n}" for n in row["notes"])
+        details.extend(f"  {row['name']}: warning: {w}" for w in row["warnings"])
+    widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]
+    lines.extend("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in table)
+    if len(table) == 1:
+        lines.append("(no container carries the enable label)")
+    if details:
+        lines += ["", *details]
+    return "\n".join(lines)

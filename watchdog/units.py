@@ -1,0 +1,80 @@
+"""Parsers for the values operators write in labels and config files.
+
+Pure functions. Each raises ValueError with a message that says what is
+accepted, so callers can name the culprit (label or key) and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off"}
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+    "gib": 1024**3,
+    "t": 1024**4,
+    "tb": 1024**4,
+    "tib": 1024**4,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "h": 3600.0}
+
+
+def parse_bool(text: str) -> bool:
+    """Case-insensitive true/yes/1/on or false/no/0/off (docker-autoheal #153)."""
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError("expected true/yes/1/on or false/no/0/off")
+
+
+def parse_bytes(text: str | int | float) -> int:
+    """Sizes as Docker writes them: 1536m, 4g, 4GiB, or plain bytes."""
+    if isinstance(text, bool):
+        raise ValueError("expected a size such as 4g, 1536m or 4GiB")
+    if isinstance(text, (int, float)):
+        if text < 0:
+            raise ValueError("expected a size >= 0")
+        return int(text)
+    match = _SIZE_RE.match(text)
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError("expected a size such as 4g, 1536m or 4GiB")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Seconds: 120, 120s, 2m, 500ms, 1h."""
+    if isinstance(text, bool):
+        raise ValueError("expected seconds such as 120, 120s, 2m or 500ms")
+    if isinstance(text, (int, float)):
+        if text < 0:
+            raise ValueError("expected a duration >= 0")
+        return float(text)
+    match = _DURATION_RE.match(text)
+    if not match:
+        raise ValueError("expected seconds such as 120, 120s, 2m or 500ms")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def format_bytes(size: int) -> str:
+    """Human-readable size for log lines and status (binary units)."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
