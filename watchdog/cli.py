@@ -24,7 +24,7 @@ from watchdog.docker_probe import ENGINE_ERRORS, DockerProbe, EngineUnavailable
 from watchdog.journal import Journal
 from watchdog.lock import InstanceLock, LockHeld
 from watchdog.logs import configure
-from watchdog.loop import Watchdog
+from watchdog.loop import CycleResult, Watchdog
 from watchdog.status import build_status, render_table
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
@@ -245,7 +245,15 @@ def run_daemon(obj: Context, overrides: dict[str, Any]) -> int:
     watchdog.reconcile()
     watchdog.start_events()
 
-    def before_cycle(_result: object) -> None:
+    def after_cycle(result: CycleResult) -> None:
+        if watchdog.cycles == 1:
+            managed = sum(1 for c in result.containers if c.managed)
+            logger.info(
+                "healing loop running: {} managed container(s), {} fault(s), events {}",
+                managed,
+                len(result.diagnosis.faults),
+                "on" if config.events else "off (polling only)",
+            )
         if reload_requested.is_set():
             reload_requested.clear()
             try:
@@ -258,7 +266,7 @@ def run_daemon(obj: Context, overrides: dict[str, Any]) -> int:
             _print_effective(watchdog.config)
 
     try:
-        watchdog.run_forever(stopping, on_cycle=before_cycle)
+        watchdog.run_forever(stopping, on_cycle=after_cycle)
     finally:
         watchdog.shutdown()
         journal.record("daemon-stop", "gpu-watchdog stopped", ts=time.time())

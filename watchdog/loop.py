@@ -525,6 +525,7 @@ class Watchdog:
         job.future = self.executor.submit(self._run_restart, job, decision.stop_timeout)
 
     def _run_restart(self, job: InFlight, stop_timeout: float) -> str:
+        call_started_at = self.clock()
         started = time.monotonic()
         try:
             restart_container(self.client, job.container_id, stop_timeout)
@@ -548,6 +549,7 @@ class Watchdog:
             action_id=job.action_id,
             fault=job.fault.kind.value,
             duration=duration,
+            detail={"call_started_at": call_started_at, "detected_at": job.issued_at},
         )
         log = logger.bind(container=job.container, action_id=job.action_id)
         (log.info if outcome == "ok" else log.error)(

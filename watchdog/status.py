@@ -38,7 +38,8 @@ def build_status(
     daemon_containers = (daemon or {}).get("containers", {})
     stop_marks = journal.stop_marks()
     rows = []
-    for c in sorted(containers, key=lambda c: (-(c.spec.priority if c.spec else 0), c.name)):
+    shown = [c for c in containers if c.spec is not None or c.problems or c.is_self]  # not the opted-out
+    for c in sorted(shown, key=lambda c: (-(c.spec.priority if c.spec else 0), c.name)):
         detections = journal.entries(since=0, container=c.name, kind="detected")
         last_fault = detections[-1] if detections else None
         restarts = [
