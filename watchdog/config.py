@@ -7,6 +7,7 @@ key path and the fix, because a silently ignored setting is worse than none.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -104,9 +105,14 @@ def _bool(path: str, value: Any) -> bool:
         raise ConfigError(f"config: {path}={value!r}: must be true or false") from None
 
 
-def _number(path: str, value: Any, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise ConfigError(f"config: {path}={value!r}: must be a number >= {minimum}")
+def _number(path: str, value: Any, minimum: float, maximum: float = 1000.0) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not minimum <= value <= maximum
+        or (isinstance(value, float) and not math.isfinite(value))
+    ):
+        raise ConfigError(f"config: {path}={value!r}: must be a number from {minimum} to {maximum}")
     return float(value)
 
 
@@ -146,7 +152,7 @@ def parse_config(data: Mapping[str, Any] | None) -> Config:
         elif key in ("dry_run", "events"):
             values[key] = _bool(key, value)
         elif key == "label_prefix":
-            if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+            if not isinstance(value, str) or not value.rstrip(".") or any(c.isspace() for c in value):
                 raise ConfigError(f"config: label_prefix={value!r}: must be a non-empty word, e.g. gpu-watchdog")
             values[key] = value.rstrip(".")
         elif key == "state_dir":
@@ -213,7 +219,9 @@ def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -
     if path:
         file = Path(path)
         try:
-            text = file.read_text()
+            text = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"config: {file} is not UTF-8 text; save it as UTF-8 YAML") from None
         except OSError as exc:
             raise ConfigError(f"config: cannot read {file}: {exc.strerror}; check --config / {ENV_CONFIG}") from None
         try:

@@ -43,6 +43,7 @@ class ProbeHistory:
 class Recovery(StrEnum):
     PENDING = "pending"
     RECOVERED = "recovered"
+    FAILED = "failed"  # started again, then died before it was healthy
     TIMED_OUT = "timed-out"
     GONE = "gone"
 
@@ -135,7 +136,7 @@ def _stopped(container: ContainerSnapshot, memory: ContainerMemory, config: Conf
 
 def _fault(container: ContainerSnapshot, kind: FaultKind, since: float, reason: str) -> Fault:
     priority = container.spec.priority if container.spec else 0
-    return Fault(container.id, container.name, kind, since, reason, priority, container.gpus)
+    return Fault(container.id, container.name, kind, since, reason, priority, container.gpus, container.started_at)
 
 
 def _failing_streak(history: ProbeHistory, counts_from: float) -> tuple[int, ProbeResult | None]:
@@ -245,6 +246,8 @@ def recovery_of(
     restarted = container.started_at is not None and container.started_at >= issued_at - 1.0
     if container.state == ContainerState.RUNNING and restarted and ready:
         return Recovery.RECOVERED
+    if restarted and container.state in (ContainerState.EXITED, ContainerState.DEAD):
+        return Recovery.FAILED
     if now - issued_at > timeout:
         return Recovery.TIMED_OUT
     return Recovery.PENDING

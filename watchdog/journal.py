@@ -118,8 +118,8 @@ class Journal:
                 return result
             except sqlite3.Error as exc:
                 self.write_failures += 1
-                if self._db.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(sqlite3.Error):  # also when the connection is closed
+                    if self._db.in_transaction:
                         self._db.execute("ROLLBACK")
                 logger.bind(journal=str(self.path)).error(
                     "journal write failed ({}): {}; healing goes on, this record is lost", what, exc

@@ -88,8 +88,13 @@ def parse_spec(labels: Mapping[str, str], prefix: str) -> tuple[ContainerSpec | 
 
     health_url = label("health-url")
     if health_url is not None:
-        parsed = urlparse(health_url.strip())
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        try:
+            parsed = urlparse(health_url.strip())
+            _ = parsed.port  # raises ValueError for a port out of range
+            valid = parsed.scheme in ("http", "https") and bool(parsed.hostname)
+        except ValueError:  # e.g. an unclosed IPv6 bracket, a port out of range
+            valid = False
+        if not valid:
             bad("health-url", health_url, "expected a full URL such as http://127.0.0.1:8080/health")
             health_url = None
         else:

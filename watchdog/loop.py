@@ -374,7 +374,7 @@ class Watchdog:
         current = {f.container_id: f for f in diagnosis.faults}
         for container_id, fault in current.items():
             known = self.active_faults.get(container_id)
-            if known is not None and known.kind == fault.kind:
+            if known is not None and known.episode == fault.episode:
                 continue
             self.active_faults[container_id] = fault
             logger.bind(container=fault.container, gpu=",".join(fault.gpus), fault=fault.kind.value).warning(
@@ -433,6 +433,10 @@ class Watchdog:
                 log.info("{} is back {:.1f} s after its restart was issued", name, now - job.issued_at)
             elif state == Recovery.GONE:
                 log.warning("{} disappeared while being restarted", name)
+            elif state == Recovery.FAILED:
+                log.warning(
+                    "{} died again {:.1f} s after its restart, before it was healthy", name, now - job.issued_at
+                )
             else:
                 log.warning(
                     "{} not healthy {:.0f} s after its restart ({}); slot released",

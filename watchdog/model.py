@@ -181,10 +181,16 @@ class Fault:
     reason: str
     priority: int = 0
     gpus: tuple[str, ...] = ()
+    life: float | None = None  # StartedAt of the container life it belongs to
 
     @property
     def severity(self) -> int:
         return SEVERITY[self.kind]
+
+    @property
+    def episode(self) -> tuple[FaultKind, float | None]:
+        """Same kind in the same container life: one episode, journaled once."""
+        return (self.kind, self.life)
 
 
 class Verdict(StrEnum):

@@ -6,8 +6,11 @@ accepted, so callers can name the culprit (label or key) and the fix.
 
 from __future__ import annotations
 
+import math
 import re
 
+MAX_BYTES = 1024**5  # 1 PiB: anything larger is a typo, not a model
+MAX_SECONDS = 365 * 24 * 3600.0
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
 
@@ -47,13 +50,16 @@ def parse_bytes(text: str | int | float) -> int:
     if isinstance(text, bool):
         raise ValueError("expected a size such as 4g, 1536m or 4GiB")
     if isinstance(text, (int, float)):
-        if text < 0:
-            raise ValueError("expected a size >= 0")
+        if not 0 <= text <= MAX_BYTES or (isinstance(text, float) and not math.isfinite(text)):
+            raise ValueError("expected a size >= 0 and below 1 PiB")
         return int(text)
     match = _SIZE_RE.match(text)
-    if not match or match.group(2).lower() not in _SIZE_UNITS:
+    if not match or match.group(2).lower() not in _SIZE_UNITS or len(match.group(1)) > 30:
         raise ValueError("expected a size such as 4g, 1536m or 4GiB")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+    size = float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    if size > MAX_BYTES:
+        raise ValueError("expected a size below 1 PiB")
+    return int(size)
 
 
 def parse_duration(text: str | int | float) -> float:
@@ -61,13 +67,16 @@ def parse_duration(text: str | int | float) -> float:
     if isinstance(text, bool):
         raise ValueError("expected seconds such as 120, 120s, 2m or 500ms")
     if isinstance(text, (int, float)):
-        if text < 0:
-            raise ValueError("expected a duration >= 0")
+        if not 0 <= text <= MAX_SECONDS or (isinstance(text, float) and not math.isfinite(text)):
+            raise ValueError("expected a duration >= 0 and below one year")
         return float(text)
     match = _DURATION_RE.match(text)
-    if not match:
+    if not match or len(match.group(1)) > 30:
         raise ValueError("expected seconds such as 120, 120s, 2m or 500ms")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds > MAX_SECONDS:
+        raise ValueError("expected a duration below one year")
+    return seconds
 
 
 def format_bytes(size: int) -> str:

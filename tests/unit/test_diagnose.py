@@ -99,6 +99,13 @@ def test_docker_kill_without_stop_event_is_a_fault() -> None:
     assert (fault.container, fault.priority, fault.gpus) == ("llm", 7, ("0",))
 
 
+def test_fault_belongs_to_the_container_life_it_was_seen_in() -> None:
+    first = only_fault(run(exited(137), now=5000.0))
+    again = only_fault(run(exited(137, started_at=STARTED + 500.0), now=5000.0))
+    assert first.life == STARTED and again.life == STARTED + 500.0
+    assert first.episode != again.episode
+
+
 def test_crash_with_only_a_die_event_is_a_fault_called_a_crash() -> None:
     fault = only_fault(run(exited(1), now=2005.0, memory=ContainerMemory(last_die_at=2000.0)))
     assert fault.kind == FaultKind.STOPPED
@@ -299,11 +306,23 @@ ISSUED = 3000.0
         (running(started_at=ISSUED - 0.5), True, ISSUED + 30.0, Recovery.RECOVERED),
         (running(started_at=ISSUED + 2.0), False, ISSUED + 30.0, Recovery.PENDING),
         (running(started_at=ISSUED - 100.0), True, ISSUED + 30.0, Recovery.PENDING),
-        (exited(137, started_at=ISSUED + 2.0), False, ISSUED + 30.0, Recovery.PENDING),
+        (exited(137, started_at=ISSUED + 2.0), False, ISSUED + 30.0, Recovery.FAILED),
+        (replace(exited(1, started_at=ISSUED + 2.0), state=ContainerState.DEAD), False, ISSUED + 9.0, Recovery.FAILED),
+        (exited(137, started_at=ISSUED - 100.0), False, ISSUED + 30.0, Recovery.PENDING),
         (running(started_at=ISSUED + 2.0), False, ISSUED + 200.0, Recovery.TIMED_OUT),
         (None, False, ISSUED + 1.0, Recovery.GONE),
     ],
-    ids=["recovered", "recovered-clock-skew", "not-ready", "old-life", "exited", "timed-out", "gone"],
+    ids=[
+        "recovered",
+        "recovered-clock-skew",
+        "not-ready",
+        "old-life",
+        "died-again",
+        "dead-again",
+        "old-life-exited",
+        "timed-out",
+        "gone",
+    ],
 )
 def test_recovery_of(container: ContainerSnapshot | None, ready: bool, now: float, expected: Recovery) -> None:
     assert recovery_of(container, ready, ISSUED, timeout=150.0, now=now) == expected

@@ -169,12 +169,6 @@ def test_write_to_read_only_database_does_not_raise_and_is_counted(journal: Jour
     assert journal.unfinished_actions() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Journal._write's except handler reads self._db.in_transaction (journal.py:121), which "
-    "raises ProgrammingError on a closed connection, so a write after close() (e.g. a restart worker "
-    "finishing after shutdown closed the journal) raises instead of being counted in write_failures",
-)
 def test_write_after_close_does_not_raise_and_is_counted(journal: Journal) -> None:
     journal.close()
     journal.record("restart-call", "late", ts=1.0)

@@ -123,11 +123,6 @@ def test_every_bad_label_is_reported_not_just_the_first() -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: labels.parse_spec calls urlparse() outside any try (labels.py:91); a health-url "
-    "with an unbalanced IPv6 bracket raises ValueError('Invalid IPv6 URL') instead of a problem line",
-)
 @pytest.mark.parametrize("url", ["http://[::1/health", "http://::1]:8080/health"])
 def test_health_url_with_broken_ipv6_brackets_is_a_problem_not_an_exception(url: str) -> None:
     spec, problems = parse_spec(labels(health_url=url), P)
@@ -135,11 +130,6 @@ def test_health_url_with_broken_ipv6_brackets_is_a_problem_not_an_exception(url:
     assert len(problems) == 1 and f"{P}.health-url" in problems[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: labels.parse_spec catches only ValueError around parse_bytes (labels.py:138-139); a "
-    "model-size beyond float range (309+ digits) raises OverflowError out of parse_spec",
-)
 def test_absurdly_large_model_size_is_a_problem_not_an_exception() -> None:
     spec, problems = parse_spec(labels(model_size="1" + "0" * 400), P)
     assert spec is None
@@ -204,7 +194,7 @@ label_keys = st.one_of(
     st.text(max_size=12).map(lambda s: f"{P}.{s}"),
     st.text(max_size=20),
 )
-# Brackets are left out: urlparse raises on unbalanced ones, the xfail test above pins that bug.
+# Brackets are left out here: unbalanced ones have their own test above.
 label_values = st.one_of(
     st.sampled_from(["true", "false", "yes", "0", "8080", "2m", "4g", "/health", "http://h:1/x", "-1", ""]),
     st.text(alphabet=st.characters(blacklist_characters="[]"), max_size=30),

@@ -1,0 +1,52 @@
+# gpu-watchdog: the two commands an operator needs are `make run` and `make test`.
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+export COMPOSE_BAKE := false
+
+.PHONY: help venv engine images lint unit integration test run bench clean
+
+help:
+	@echo "make run    - run the watchdog daemon on this host (gpu-watchdog --daemon)"
+	@echo "make test   - install what is missing (venv, Docker engine, compose plugin, images), lint, run every test"
+	@echo "make unit   - the fast unit tests only"
+	@echo "make bench  - the benchmark scripts (figures in the README)"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+engine:
+	bash scripts/ensure-docker.sh
+
+images: engine
+	bash scripts/build-images.sh
+
+lint: venv
+	$(VENV)/bin/ruff check watchdog tests bench compose
+	$(VENV)/bin/ruff format --check watchdog tests bench compose
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(VENV)/bin/pytest tests/unit -q
+
+integration: venv images
+	$(VENV)/bin/pytest tests/integration tests/test_packaging.py
+
+test: venv images lint
+	$(VENV)/bin/pytest tests
+
+run: venv
+	$(VENV)/bin/gpu-watchdog --daemon
+
+bench: venv images
+	$(PY) bench/detect_latency.py
+	$(PY) bench/cycle_time.py
+	$(PY) bench/idle_cost.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
