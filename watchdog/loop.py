@@ -57,6 +57,45 @@ EVENT_REPLAY_DEFAULT = 600.0  # seconds of engine events replayed on a first sta
 OWN_EVENT_SLACK = 1.0  # engine events this long after our action ended are still ours
 
 
+class OwnActionWindows:
+    """When the watchdog itself acted on each container: engine events inside are its own.
+
+    A restart of a running container emits kill, die and stop; those must never be taken
+    for an operator's `docker stop`. Shared by the loop and the action workers, so locked.
+    """
+
+    def __init__(self) -> None:
+        self._windows: dict[str, list[tuple[float, float | None]]] = {}
+        self._lock = threading.Lock()
+
+    def open(self, container_id: str, started: float, ended: float | None = None) -> None:
+        with self._lock:
+            self._windows.setdefault(container_id, []).append((started, ended))
+
+    def close(self, container_id: str, started: float, ended: float) -> None:
+        """Close the window opened at `started` (and any left open before it, e.g. by a killed watchdog)."""
+        with self._lock:
+            windows = self._windows.get(container_id, [])
+            windows[:] = [(s, ended) if e is None and s <= started else (s, e) for s, e in windows]
+
+    def covers(self, container_id: str, at: float) -> bool:
+        with self._lock:
+            return any(
+                at >= started - 0.05 and (ended is None or at <= ended + OWN_EVENT_SLACK)
+                for started, ended in self._windows.get(container_id, [])
+            )
+
+    def prune(self, horizon: float) -> None:
+        """Closed windows older than any event that could still be replayed are not needed."""
+        with self._lock:
+            for container_id in list(self._windows):
+                kept = [(s, e) for s, e in self._windows[container_id] if e is None or e >= horizon]
+                if kept:
+                    self._windows[container_id] = kept
+                else:
+                    del self._windows[container_id]
+
+
 @dataclass
 class InFlight:
     """A restart the watchdog issued: it holds a slot until the container is back or times out."""
@@ -109,7 +148,7 @@ class Watchdog:
         self.watcher: EventWatcher | None = None
         self.memory: dict[str, ContainerMemory] = {}
         self.in_flight: dict[str, InFlight] = {}
-        self.own_windows: dict[str, list[tuple[float, float | None]]] = {}
+        self.own = OwnActionWindows()
         self.active_faults: dict[str, Fault] = {}
         self.last_decision: dict[str, tuple[Verdict, str]] = {}
         self.dry_run_announced: set[tuple[str, str]] = set()
@@ -134,7 +173,7 @@ class Watchdog:
         horizon = self.clock() - EVENT_REPLAY_DEFAULT
         for action in self.journal.actions(since=horizon):
             if not action.dry_run:
-                self.own_windows.setdefault(action.container_id, []).append((action.started_at, action.finished_at))
+                self.own.open(action.container_id, action.started_at, action.finished_at)
 
     def reconcile(self) -> None:
         """Actions left in flight by a killed watchdog: settle them from what the engine shows."""
@@ -164,8 +203,7 @@ class Watchdog:
                 fault=action.fault,
                 action_id=action.id,
             )
-            windows = self.own_windows.setdefault(action.container_id, [])
-            windows[:] = [(s, e if e is not None else now) for s, e in windows]
+            self.own.close(action.container_id, action.started_at, now)
             log.warning("reconciled {} started before a watchdog restart: {}", action.kind, outcome)
 
     def start_events(self) -> None:
@@ -232,12 +270,6 @@ class Watchdog:
 
     # -- events --------------------------------------------------------------
 
-    def _is_own(self, event: EngineEvent) -> bool:
-        for started, ended in self.own_windows.get(event.container_id, []):
-            if event.at >= started - 0.05 and (ended is None or event.at <= ended + OWN_EVENT_SLACK):
-                return True
-        return False
-
     def _drain_events(self, names: dict[str, str]) -> None:
         touched: set[str] = set()
         last_at: float | None = None
@@ -248,7 +280,7 @@ class Watchdog:
                 break
             touched.add(event.container_id)
             last_at = max(last_at or 0.0, event.at)
-            if self._is_own(event):
+            if self.own.covers(event.container_id, event.at):
                 continue
             before = self.memory.get(event.container_id, ContainerMemory())
             after = remember_event(before, event)
@@ -271,6 +303,7 @@ class Watchdog:
             elif event.action == "destroy":
                 self.memory.pop(event.container_id, None)
                 self.journal.clear_stop(event.container_id)
+        self.own.prune(self.clock() - EVENT_REPLAY_DEFAULT)
         if touched:
             self.docker.invalidate(touched)
         if last_at is not None:
@@ -508,7 +541,7 @@ class Watchdog:
 
     def _issue_restart(self, decision: Decision, container: ContainerSnapshot | None, now: float) -> None:
         fault = decision.fault
-        self.own_windows.setdefault(fault.container_id, []).append((now, None))
+        self.own.open(fault.container_id, now)
         action_id = self.journal.begin_action(
             "restart", fault.container, fault.container_id, fault.kind.value, decision.reason, ts=now
         )
@@ -541,8 +574,7 @@ class Watchdog:
         duration = time.monotonic() - started
         end = self.clock()
         job.call_done_at, job.outcome = end, outcome
-        windows = self.own_windows.get(job.container_id, [])
-        windows[:] = [(s, end) if (s == job.issued_at and e is None) else (s, e) for s, e in windows]
+        self.own.close(job.container_id, job.issued_at, end)
         self.journal.finish_action(job.action_id, outcome, ts=end)
         self.journal.record(
             "restart-call",
