@@ -71,3 +71,32 @@ def test_ram_preflight_defers_a_restart_the_host_cannot_hold(
     time.sleep(2)
     assert daemon.restarts(huge) == [] and fleet.state("huge")["Status"] == "exited"
     assert len(daemon.entries(kind="defer", container=huge)) == 1  # journaled once, not every cycle
+
+
+def test_unreachable_engine_is_one_clear_line_and_the_daemon_keeps_waiting(tmp_path: Path, prefix: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock", "GPU_WATCHDOG_STATE_DIR": str(tmp_path)}
+    status = subprocess.run([sys.executable, "-m", "watchdog", "status"], capture_output=True, text=True, env=env)
+    assert status.returncode == 1
+    assert (
+        status.stderr.count("\n") == 1
+        and "Docker engine unreachable" in status.stderr
+        and "DOCKER_HOST" in status.stderr
+    )
+
+    log = tmp_path / "daemon.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "watchdog", "--daemon"], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+        try:
+            wait_for(lambda: "retrying until it answers" in log.read_text(), 15, "the daemon to say it waits")
+            time.sleep(3)
+            assert proc.poll() is None  # still waiting, not crashed
+            assert log.read_text().count("Docker engine unreachable") == 1  # said once, not every retry
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(15) == 0
