@@ -9,7 +9,6 @@ retried on the next cycle.
 from __future__ import annotations
 
 import json
-import os
 import queue
 import threading
 import time
@@ -50,50 +49,12 @@ from watchdog.model import (
     ProbeTarget,
     Verdict,
 )
+from watchdog.own_actions import OwnActionWindows
 from watchdog.plan import Capacity, plan
+from watchdog.reconcile import reconcile_unfinished
+from watchdog.status import STATUS_FILE, daemon_view
 
-STATUS_FILE = "status.json"
 EVENT_REPLAY_DEFAULT = 600.0  # seconds of engine events replayed on a first start
-OWN_EVENT_SLACK = 1.0  # engine events this long after our action ended are still ours
-
-
-class OwnActionWindows:
-    """When the watchdog itself acted on each container: engine events inside are its own.
-
-    A restart of a running container emits kill, die and stop; those must never be taken
-    for an operator's `docker stop`. Shared by the loop and the action workers, so locked.
-    """
-
-    def __init__(self) -> None:
-        self._windows: dict[str, list[tuple[float, float | None]]] = {}
-        self._lock = threading.Lock()
-
-    def open(self, container_id: str, started: float, ended: float | None = None) -> None:
-        with self._lock:
-            self._windows.setdefault(container_id, []).append((started, ended))
-
-    def close(self, container_id: str, started: float, ended: float) -> None:
-        """Close the window opened at `started` (and any left open before it, e.g. by a killed watchdog)."""
-        with self._lock:
-            windows = self._windows.get(container_id, [])
-            windows[:] = [(s, ended) if e is None and s <= started else (s, e) for s, e in windows]
-
-    def covers(self, container_id: str, at: float) -> bool:
-        with self._lock:
-            return any(
-                at >= started - 0.05 and (ended is None or at <= ended + OWN_EVENT_SLACK)
-                for started, ended in self._windows.get(container_id, [])
-            )
-
-    def prune(self, horizon: float) -> None:
-        """Closed windows older than any event that could still be replayed are not needed."""
-        with self._lock:
-            for container_id in list(self._windows):
-                kept = [(s, e) for s, e in self._windows[container_id] if e is None or e >= horizon]
-                if kept:
-                    self._windows[container_id] = kept
-                else:
-                    del self._windows[container_id]
 
 
 @dataclass
@@ -177,34 +138,7 @@ class Watchdog:
 
     def reconcile(self) -> None:
         """Actions left in flight by a killed watchdog: settle them from what the engine shows."""
-        for action in self.journal.unfinished_actions():
-            now = self.clock()
-            log = logger.bind(container=action.container, action_id=action.id)
-            try:
-                current = self.docker.inspect(action.container_id)
-            except EngineUnavailable as exc:
-                log.warning("cannot reconcile action {} yet: engine unavailable ({})", action.id, exc)
-                continue
-            if action.dry_run:
-                outcome = "dry-run (reconciled)"
-            elif current is None:
-                outcome = "interrupted: container gone (reconciled at start-up)"
-            elif current.started_at is not None and current.started_at >= action.started_at - 1.0:
-                outcome = "ok (completed while the watchdog was down; reconciled at start-up)"
-            else:
-                outcome = "interrupted (reconciled at start-up; counts toward the breaker, not repeated blindly)"
-            self.journal.finish_action(action.id, outcome, ts=now)
-            self.journal.record(
-                "reconciled",
-                f"{action.kind} of {action.container} started {now - action.started_at:.1f} s ago: {outcome}",
-                ts=now,
-                container=action.container,
-                container_id=action.container_id,
-                fault=action.fault,
-                action_id=action.id,
-            )
-            self.own.close(action.container_id, action.started_at, now)
-            log.warning("reconciled {} started before a watchdog restart: {}", action.kind, outcome)
+        reconcile_unfinished(self.journal, self.docker, self.own, self.clock)
 
     def start_events(self) -> None:
         if not self.config.events:
@@ -603,29 +537,17 @@ class Watchdog:
         now: float,
     ) -> None:
         """The daemon's view for `gpu-watchdog status` (atomic replace, at most once a poll)."""
-        faults = {f.container_id: f for f in diagnosis.faults}
-        notes: dict[str, list[str]] = {}
-        for note in diagnosis.notes:
-            notes.setdefault(note.container_id, []).append(note.text)
-        verdicts = {d.fault.container_id: f"{d.verdict.value}: {d.reason}" for d in decisions}
-        view = {
-            "written_at": now,
-            "pid": os.getpid(),
-            "dry_run": self.config.dry_run,
-            "engine_up": self.engine_up,
-            "journal_write_failures": self.journal.write_failures,
-            "containers": {
-                c.id: {
-                    "fault": faults[c.id].reason if c.id in faults else None,
-                    "fault_kind": faults[c.id].kind.value if c.id in faults else None,
-                    "notes": notes.get(c.id, []),
-                    "decision": verdicts.get(c.id),
-                    "endpoint": _last_probe(histories.get(c.id)),
-                    "restart_in_progress": c.name in self.in_flight,
-                }
-                for c in containers
-            },
-        }
+        view = daemon_view(
+            containers,
+            diagnosis,
+            decisions,
+            histories,
+            set(self.in_flight),
+            now,
+            dry_run=self.config.dry_run,
+            engine_up=self.engine_up,
+            journal_write_failures=self.journal.write_failures,
+        )
         path = self.state_dir / STATUS_FILE
         try:
             tmp = path.with_suffix(".tmp")
@@ -678,16 +600,3 @@ class Watchdog:
                 )
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.prober.close()
-
-
-def _last_probe(history: ProbeHistory | None) -> dict[str, object] | None:
-    results = history.results if history else ()
-    if not results:
-        return None
-    last = results[-1]
-    streak = 0
-    for item in reversed(results):
-        if item.status == ProbeStatus.OK:
-            break
-        streak += 1
-    return {"status": last.status.value, "detail": last.detail, "at": last.at, "failing_streak": streak}

@@ -8,15 +8,70 @@ its status file is fresh.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from watchdog.breaker import evaluate
 from watchdog.config import Config
+from watchdog.diagnose import ProbeHistory
 from watchdog.journal import Journal
-from watchdog.loop import STATUS_FILE
-from watchdog.model import ContainerSnapshot
+from watchdog.model import ContainerSnapshot, Decision, Diagnosis, ProbeStatus
+
+STATUS_FILE = "status.json"
+
+
+def daemon_view(
+    containers: Sequence[ContainerSnapshot],
+    diagnosis: Diagnosis,
+    decisions: Sequence[Decision],
+    histories: Mapping[str, ProbeHistory],
+    restarting: Collection[str],
+    now: float,
+    *,
+    dry_run: bool,
+    engine_up: bool,
+    journal_write_failures: int,
+) -> dict[str, Any]:
+    """What the daemon sees now, written to STATUS_FILE for `gpu-watchdog status`. Pure."""
+    faults = {f.container_id: f for f in diagnosis.faults}
+    notes: dict[str, list[str]] = {}
+    for note in diagnosis.notes:
+        notes.setdefault(note.container_id, []).append(note.text)
+    verdicts = {d.fault.container_id: f"{d.verdict.value}: {d.reason}" for d in decisions}
+    return {
+        "written_at": now,
+        "pid": os.getpid(),
+        "dry_run": dry_run,
+        "engine_up": engine_up,
+        "journal_write_failures": journal_write_failures,
+        "containers": {
+            c.id: {
+                "fault": faults[c.id].reason if c.id in faults else None,
+                "fault_kind": faults[c.id].kind.value if c.id in faults else None,
+                "notes": notes.get(c.id, []),
+                "decision": verdicts.get(c.id),
+                "endpoint": last_probe(histories.get(c.id)),
+                "restart_in_progress": c.name in restarting,
+            }
+            for c in containers
+        },
+    }
+
+
+def last_probe(history: ProbeHistory | None) -> dict[str, object] | None:
+    """The latest probe of a container's endpoint and how many failed in a row."""
+    results = history.results if history else ()
+    if not results:
+        return None
+    last = results[-1]
+    streak = 0
+    for item in reversed(results):
+        if item.status == ProbeStatus.OK:
+            break
+        streak += 1
+    return {"status": last.status.value, "detail": last.detail, "at": last.at, "failing_streak": streak}
 
 
 def read_daemon_view(state_dir: Path, now: float, max_age: float) -> dict[str, Any] | None:
