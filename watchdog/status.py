@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from watchdog.breaker import evaluate
+from watchdog.breaker import BreakerState, evaluate
 from watchdog.config import Config
 from watchdog.diagnose import ProbeHistory
 from watchdog.journal import Journal
@@ -103,6 +103,13 @@ def build_status(
         history = journal.breaker_history(c.name, since=now - config.breaker.window - config.breaker.cooldown)
         verdict = evaluate(history, config.breaker, now, c.spec.max_restarts if c.spec else None)
         seen = daemon_containers.get(c.id, {})
+        breaker_state, breaker_reason = verdict.state.value, verdict.reason
+        if verdict.state in (BreakerState.BACKOFF, BreakerState.TRIP) and not seen.get("fault"):
+            # Backoff only matters for a new fault; a healthy container's breaker is closed.
+            breaker_state = BreakerState.CLOSED.value
+            breaker_reason = (
+                f"{verdict.recent_attempts} restart(s) in the breaker window; a new fault waits for backoff"
+            )
         rows.append(
             {
                 "name": c.name,
@@ -129,8 +136,8 @@ def build_status(
                     else None
                 ),
                 "restarts_last_hour": len(restarts),
-                "breaker": verdict.state.value,
-                "breaker_reason": verdict.reason,
+                "breaker": breaker_state,
+                "breaker_reason": breaker_reason,
             }
         )
     return {
@@ -203,7 +210,7 @@ def render_table(doc: dict[str, Any]) -> str:
             details.append(f"  {row['name']}: fault: {row['fault_now']}")
         if row["decision"]:
             details.append(f"  {row['name']}: {row['decision']}")
-        if row["breaker"] != "closed":
+        if row["breaker"] != "closed" or row["fault_now"]:
             details.append(f"  {row['name']}: breaker: {row['breaker_reason']}")
         details.extend(f"  {row['name']}: {n}" for n in row["notes"])
         details.extend(f"  {row['name']}: warning: {w}" for w in row["warnings"])
