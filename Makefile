@@ -4,7 +4,7 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 export COMPOSE_BAKE := false
 
-.PHONY: help venv engine images lint unit integration test run bench clean
+.PHONY: help venv fake-nvml engine images lint unit integration test run bench clean
 
 help:
 	@echo "make run    - run the watchdog daemon on this host (gpu-watchdog --daemon)"
@@ -20,6 +20,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# The fake NVIDIA driver (libnvidia-ml.so.1) that lets pynvml run in tests without a GPU; needs gcc.
+fake-nvml:
+	bash tests/fake_nvml/build.sh
+
 engine:
 	bash scripts/ensure-docker.sh
 
@@ -31,13 +35,13 @@ lint: venv
 	$(VENV)/bin/ruff format --check watchdog tests bench compose
 	$(VENV)/bin/mypy
 
-unit: venv
+unit: venv fake-nvml
 	$(VENV)/bin/pytest tests/unit -q
 
-integration: venv images
+integration: venv fake-nvml images
 	$(VENV)/bin/pytest tests/integration tests/test_packaging.py
 
-test: venv images lint
+test: venv fake-nvml images lint
 	$(VENV)/bin/pytest tests
 
 run: venv
@@ -49,4 +53,4 @@ bench: venv images
 	$(PY) bench/idle_cost.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info tests/fake_nvml/build
