@@ -51,6 +51,7 @@ bench: venv images
 	$(PY) bench/detect_latency.py
 	$(PY) bench/cycle_time.py
 	$(PY) bench/idle_cost.py
+	$(PY) bench/gpu_probe.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info tests/fake_nvml/build
