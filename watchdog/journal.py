@@ -207,6 +207,14 @@ class Journal:
             rows.append(item)
         return rows
 
+    def last_entry(self, container: str, kind: str) -> dict[str, Any] | None:
+        """The newest entry of one kind for one container (one indexed row, however long the journal)."""
+        rows = self._read(
+            "SELECT id, ts, fault, reason FROM entries WHERE container = ? AND kind = ? ORDER BY id DESC LIMIT 1",
+            (container, kind),
+        )
+        return dict(zip(("id", "ts", "fault", "reason"), rows[0], strict=True)) if rows else None
+
     # -- actions -------------------------------------------------------------
 
     _ACTION_COLUMNS = "id, kind, container, container_id, fault, reason, dry_run, started_at, finished_at, outcome"

@@ -69,7 +69,6 @@ class InFlight:
     ram: int
     timeout: float
     future: Future[str] | None = None
-    call_done_at: float | None = None
     outcome: str | None = None
 
 
@@ -294,7 +293,8 @@ class Watchdog:
         capacity = Capacity(
             restarts_in_flight=len(self.in_flight),
             ram_committed=sum(job.ram for job in self.in_flight.values()),
-            mem_available=self._mem_available() if self.config.ram_preflight.enabled else None,
+            # Read only when there is something to plan: no /proc read on a healthy fleet's cycles.
+            mem_available=self._mem_available() if self.config.ram_preflight.enabled and diagnosis.faults else None,
         )
         breakers = {
             f.container: self.journal.breaker_history(
@@ -507,7 +507,7 @@ class Watchdog:
             outcome = f"failed: {type(exc).__name__}: {exc}"
         duration = time.monotonic() - started
         end = self.clock()
-        job.call_done_at, job.outcome = end, outcome
+        job.outcome = outcome
         self.own.close(job.container_id, job.issued_at, end)
         self.journal.finish_action(job.action_id, outcome, ts=end)
         self.journal.record(

@@ -95,8 +95,7 @@ def build_status(
     rows = []
     shown = [c for c in containers if c.spec is not None or c.problems or c.is_self]  # not the opted-out
     for c in sorted(shown, key=lambda c: (-(c.spec.priority if c.spec else 0), c.name)):
-        detections = journal.entries(since=0, container=c.name, kind="detected")
-        last_fault = detections[-1] if detections else None
+        last_fault = journal.last_entry(c.name, "detected")
         restarts = [
             a for a in journal.actions(since=now - 3600, container=c.name) if a.kind == "restart" and not a.dry_run
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -249,7 +250,7 @@ def test_two_watchdogs_do_not_fight(fleet: Fleet, daemons: list[Daemon], tmp_pat
     daemons.append(second)
     second._log = open(second.log_path, "ab")  # noqa: SIM115
     second.proc = subprocess.Popen(
-        [*(__import__("sys").executable, "-m", "watchdog"), "--config", str(first.config_path), "--daemon"],
+        [sys.executable, "-m", "watchdog", "--config", str(first.config_path), "--daemon"],
         stdout=second._log,
         stderr=subprocess.STDOUT,
     )

@@ -173,3 +173,14 @@ def test_write_after_close_does_not_raise_and_is_counted(journal: Journal) -> No
     journal.close()
     journal.record("restart-call", "late", ts=1.0)
     assert journal.write_failures == 1
+
+
+def test_last_entry_is_the_newest_of_its_kind_for_that_container(journal: Journal) -> None:
+    assert journal.last_entry("a", "detected") is None
+    journal.record("detected", "first", ts=1.0, container="a", fault="stopped")
+    journal.record("detected", "other container", ts=2.0, container="b", fault="stopped")
+    journal.record("recovered", "not this kind", ts=3.0, container="a")
+    journal.record("detected", "second", ts=4.0, container="a", fault="unhealthy")
+    last = journal.last_entry("a", "detected")
+    assert last is not None
+    assert (last["ts"], last["fault"], last["reason"]) == (4.0, "unhealthy", "second")
