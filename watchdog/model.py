@@ -245,3 +245,21 @@ class Diagnosis:
     notes: tuple[Note, ...] = ()
     ready: frozenset[str] = field(default_factory=frozenset)  # ids healthy now
     recheck_at: float | None = None  # earliest time a verdict may change without an event
+
+
+@dataclass(frozen=True)
+class XidEvent:
+    """One GPU Xid error, from NVML's event set or from the kernel log.
+
+    NVML events name the GPU but no process; kernel log lines name the PCI bus
+    and often the process (pid, name) that caused it.
+    """
+
+    at: float
+    xid: int
+    gpu_index: int | None = None
+    gpu_uuid: str | None = None
+    bus_id: str | None = None  # canonical form "0000:3b:00" (see kernel_log.normalise_bus_id)
+    pid: int | None = None
+    process: str | None = None
+    source: str = "nvml"  # "nvml" or "kernel-log"
