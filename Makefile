@@ -4,13 +4,14 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 export COMPOSE_BAKE := false
 
-.PHONY: help venv fake-nvml engine images lint unit integration test run bench clean
+.PHONY: help venv fake-nvml engine images lint unit integration test test-real-gpu run bench clean
 
 help:
 	@echo "make run    - run the watchdog daemon on this host (gpu-watchdog --daemon)"
 	@echo "make test   - install what is missing (venv, Docker engine, compose plugin, images), lint, run every test"
 	@echo "make unit   - the fast unit tests only"
 	@echo "make bench  - the benchmark scripts (figures in the README)"
+	@echo "make test-real-gpu - the tests that need a real NVIDIA GPU (not run by make test)"
 
 venv: $(VENV)/.installed
 
@@ -36,13 +37,17 @@ lint: venv
 	$(VENV)/bin/mypy
 
 unit: venv fake-nvml
-	$(VENV)/bin/pytest tests/unit -q
+	$(VENV)/bin/pytest tests/unit -q -m "not real_gpu"
 
 integration: venv fake-nvml images
 	$(VENV)/bin/pytest tests/integration tests/test_packaging.py
 
+# Tests marked real_gpu need an NVIDIA GPU; CI has none, so they are deselected here (see test-real-gpu).
 test: venv fake-nvml images lint
-	$(VENV)/bin/pytest tests
+	$(VENV)/bin/pytest tests -m "not real_gpu"
+
+test-real-gpu: venv
+	$(VENV)/bin/pytest -m real_gpu tests/real_gpu -s
 
 run: venv
 	$(VENV)/bin/gpu-watchdog --daemon
@@ -52,6 +57,7 @@ bench: venv images
 	$(PY) bench/cycle_time.py
 	$(PY) bench/idle_cost.py
 	$(PY) bench/gpu_probe.py
+	$(PY) bench/zero_vram.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info tests/fake_nvml/build

@@ -172,6 +172,9 @@ def run_once(config: Config) -> int:
     try:
         watchdog.reconcile()
         watchdog.replay_events()
+        watchdog.start_gpu()
+        watchdog.gpu.wait_first_reading(config.gpu.deadline + 1.0)
+        watchdog.gpu.drain_pending_xids()
         result = watchdog.cycle()
         if not result.engine_up:
             fail("Docker engine became unreachable during the cycle", EXIT_RUNTIME)
@@ -244,6 +247,7 @@ def run_daemon(obj: Context, overrides: dict[str, Any]) -> int:
     journal.record("daemon-start", f"gpu-watchdog {__version__} started (dry-run {config.dry_run})", ts=time.time())
     watchdog.reconcile()
     watchdog.start_events()
+    watchdog.start_gpu()
 
     def after_cycle(result: CycleResult) -> None:
         if watchdog.cycles == 1:
@@ -318,6 +322,80 @@ def reset(obj: Context, name: str) -> None:
     click.echo(
         f"{name}: breaker re-armed{', deliberate-stop mark cleared' if cleared else ''}; the watchdog heals it again"
     )
+
+
+@cli.group()
+def gpu() -> None:
+    """The GPUs as NVML shows them, and their quarantine marks."""
+
+
+@gpu.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def gpu_list(obj: Context, as_json: bool) -> None:
+    """Every GPU (read now, under the NVML deadline) with its mark, if any."""
+    from watchdog.gpu import GpuProbe, NvmlState
+
+    journal = open_journal(obj.config)
+    marks = journal.gpu_marks()
+    reading = GpuProbe(obj.config.gpu.deadline).read()
+    doc: dict[str, Any] = {
+        "nvml": reading.state.value,
+        "detail": reading.detail,
+        "driver": reading.driver_version,
+        "gpus": [
+            {
+                "index": g.index,
+                "uuid": g.uuid,
+                "name": g.name,
+                "health": g.health.value,
+                "memory_used": g.memory_used,
+                "memory_total": g.memory_total,
+                "temperature": g.temperature,
+                "mark": marks[g.uuid].condition.value if g.uuid in marks else None,
+            }
+            for g in reading.gpus
+        ],
+        "marks": {u: {"condition": m.condition.value, "reason": m.reason, "since": m.since} for u, m in marks.items()},
+    }
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        click.echo(f"NVML: {reading.state.value}{' (' + reading.detail + ')' if reading.detail else ''}")
+        for row in doc["gpus"]:
+            used, total = row["memory_used"], row["memory_total"]
+            memory = f"{used // 2**20}/{total // 2**20} MiB" if used is not None and total is not None else "-"
+            click.echo(
+                f"  {row['index']}  {row['uuid'] or '-'}  {row['name'] or '-'}  {row['health']}  {memory}"
+                f"{'  ' + str(row['mark']).upper() if row['mark'] else ''}"
+            )
+        for uuid, mark in marks.items():
+            click.echo(f"  mark: {uuid}: {mark.condition.value} since {time.ctime(mark.since)}: {mark.reason}")
+    journal.close()
+    sys.exit(EXIT_OK if reading.state in (NvmlState.OK, NvmlState.NO_DRIVER) else EXIT_RUNTIME)
+
+
+@gpu.command("release")
+@click.argument("uuid")
+@click.pass_obj
+def gpu_release(obj: Context, uuid: str) -> None:
+    """Put a quarantined or drained GPU back in service (after a reboot or reset)."""
+    journal = open_journal(obj.config)
+    marks = journal.gpu_marks()
+    match = [u for u in marks if u.lower() == uuid.strip().lower()]
+    if not match:
+        known = ", ".join(f"{u} ({m.condition.value})" for u, m in marks.items()) or "none"
+        fail(f"GPU {uuid!r} is not quarantined or drained; marked GPUs: {known}", EXIT_USAGE)
+    mark = marks[match[0]]
+    journal.release_gpu(match[0])
+    journal.record(
+        "gpu-released",
+        f"released by `gpu-watchdog gpu release` (was {mark.condition.value}: {mark.reason})",
+        ts=time.time(),
+        gpus=(match[0],),
+    )
+    journal.close()
+    click.echo(f"{match[0]}: released (was {mark.condition.value}); its containers are healed again")
 
 
 def main() -> None:

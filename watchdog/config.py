@@ -49,6 +49,27 @@ class RamPreflightConfig:
     reserve: int = 1024**3
 
 
+DEFAULT_RESET_COMMAND = ("nvidia-smi", "--gpu-reset", "-i", "{uuid}")
+
+
+@dataclass(frozen=True)
+class GpuConfig:
+    """NVML checks: zero-VRAM, Xid faults, quarantine (issue 3). Off by itself when no driver loads."""
+
+    enabled: bool = True
+    deadline: float = 2.0  # an NVML read that takes longer means "driver hung"
+    zero_vram_threshold: int = 100 * 1024**2  # GPU used memory under this = model gone (no PID mapping)
+    pid_mapping: bool = True  # map NVML's host PIDs to containers when this process can see them
+    xid_events: bool = True
+    kernel_log: str | None = "/dev/kmsg"  # scanned once at start-up for earlier Xids; None: off
+    xid_overrides: Mapping[Any, Any] = field(default_factory=dict)  # same format as the shipped table's xids
+    reset: bool = False  # opt-in: stop its containers, run reset_command, verify, start them
+    reset_command: tuple[str, ...] = DEFAULT_RESET_COMMAND
+    reset_timeout: float = 120.0
+    kill_orphans: bool = False  # opt-in: SIGKILL GPU processes of no live container (host PIDs only)
+    max_quarantined_fraction: float = 0.5  # never quarantine more than this share of the GPUs automatically
+
+
 @dataclass(frozen=True)
 class Config:
     poll_interval: float = 5.0
@@ -66,6 +87,7 @@ class Config:
     log_level: str = "INFO"
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     ram_preflight: RamPreflightConfig = field(default_factory=RamPreflightConfig)
+    gpu: GpuConfig = field(default_factory=GpuConfig)
 
     def resolved_state_dir(self, env: Mapping[str, str] | None = None) -> Path:
         """state_dir, else $XDG_STATE_HOME/gpu-watchdog, else ~/.local/state/gpu-watchdog."""
@@ -171,6 +193,8 @@ def parse_config(data: Mapping[str, Any] | None) -> Config:
             values[key] = _parse_breaker(_section("breaker", value))
         elif key == "ram_preflight":
             values[key] = _parse_ram(_section("ram_preflight", value))
+        elif key == "gpu":
+            values[key] = _parse_gpu(_section("gpu", value))
     config = replace(base, **values)
     if config.probe_timeout > config.poll_interval * 4:
         raise ConfigError(
@@ -209,6 +233,58 @@ def _parse_ram(data: Mapping[str, Any]) -> RamPreflightConfig:
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"config: {path}={value!r}: {exc}") from None
     return replace(RamPreflightConfig(), **values)
+
+
+def _parse_gpu(data: Mapping[str, Any]) -> GpuConfig:
+    _check_keys("gpu", data, [f.name for f in fields(GpuConfig)])
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"gpu.{key}"
+        if key in ("enabled", "pid_mapping", "xid_events", "reset", "kill_orphans"):
+            values[key] = _bool(path, value)
+        elif key in ("deadline", "reset_timeout"):
+            values[key] = _positive_seconds(path, value)
+        elif key == "zero_vram_threshold":
+            try:
+                values[key] = parse_bytes(value)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"config: {path}={value!r}: {exc}") from None
+        elif key == "kernel_log":
+            if value in (None, False, "off"):
+                values[key] = None
+            elif isinstance(value, str) and value.strip():
+                values[key] = value
+            else:
+                raise ConfigError(f"config: {path}={value!r}: must be a path such as /dev/kmsg, or off")
+        elif key == "reset_command":
+            if (
+                not isinstance(value, list)
+                or not value
+                or not all(isinstance(v, str) and v for v in value)
+                or not any("{uuid}" in v for v in value)
+            ):
+                raise ConfigError(
+                    f"config: {path}={value!r}: must be a list of arguments (no shell) containing {{uuid}}, "
+                    'e.g. ["nvidia-smi", "--gpu-reset", "-i", "{uuid}"]'
+                )
+            values[key] = tuple(value)
+        elif key == "max_quarantined_fraction":
+            values[key] = _number(path, value, 0.0, 0.5)
+        elif key == "xid_overrides":
+            values[key] = _parse_xid_overrides(path, value)
+    return replace(GpuConfig(), **values)
+
+
+def _parse_xid_overrides(path: str, value: Any) -> Mapping[Any, Any]:
+    """Validated now (a bad table is a config error at start-up), applied by the loop."""
+    from watchdog.xid import XidTableError, default_table, with_overrides
+
+    data = _section(path, value)
+    try:
+        with_overrides(default_table(), data, path)
+    except XidTableError as exc:
+        raise ConfigError(f"config: {exc}") from None
+    return dict(data)
 
 
 def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> Config:

@@ -25,6 +25,7 @@ from watchdog.model import (
     ProbeResult,
     ProbeStatus,
 )
+from watchdog.vram import VramView
 
 SIGKILL = 9
 # Exit codes a container shows after `docker stop` that ends it cleanly (0) or
@@ -151,15 +152,25 @@ def _failing_streak(history: ProbeHistory, counts_from: float) -> tuple[int, Pro
 
 
 def _running(
-    container: ContainerSnapshot, history: ProbeHistory | None, config: Config, now: float
+    container: ContainerSnapshot,
+    history: ProbeHistory | None,
+    config: Config,
+    now: float,
+    vram: VramView | None = None,
+    xid: tuple[float, str] | None = None,
 ) -> tuple[Fault | Note | None, bool]:
     """A running container's fault or note, and whether it is ready now."""
     started = container.started_at or now
     grace_end = started + start_period_of(container, config)
+    if xid is not None and xid[0] >= started:
+        return _fault(container, FaultKind.GPU_XID, xid[0], xid[1]), False
     first_ok = history.first_ok_at if history else None
     seen_ready = first_ok is not None or container.health == Health.HEALTHY
     if now < grace_end and not seen_ready:
         return Note(container.id, NoteKind.STARTING, f"starting: start period ends in {grace_end - now:.0f} s"), False
+    if vram is not None and vram.empty and now >= grace_end:
+        # Checked before health: a vLLM whose model is gone may still answer /health.
+        return _fault(container, FaultKind.ZERO_VRAM, now, f"model no longer in GPU memory: {vram.detail}"), False
     if container.health == Health.UNHEALTHY:
         return _fault(container, FaultKind.UNHEALTHY, now, "the engine's healthcheck reports unhealthy"), False
     if container.endpoint and history is not None:
@@ -184,12 +195,18 @@ def diagnose(
     config: Config,
     now: float,
     restarting: Collection[str] = (),
+    vram: Mapping[str, VramView] | None = None,
+    xids: Mapping[str, tuple[float, str]] | None = None,
 ) -> Diagnosis:
     """Faults of the managed containers, and notes on the rest.
 
     `restarting`: IDs the watchdog is restarting right now; their transient
     states (exited mid-restart) are neither faults nor deliberate stops.
+    `vram`: zero-VRAM views by container ID (None: GPU checks off).
+    `xids`: container ID -> (when, why) for Xids that call for its restart.
     """
+    vram = vram or {}
+    xids = xids or {}
     faults: list[Fault] = []
     notes: list[Note] = []
     ready: set[str] = set()
@@ -219,11 +236,14 @@ def diagnose(
             if isinstance(outcome, Note) and remembered.last_die_at is not None and outcome.kind == NoteKind.SETTLING:
                 rechecks.append(remembered.last_die_at + config.stop_settle)
         elif state == ContainerState.RUNNING:
-            outcome, is_ready = _running(container, probes.get(container.id), config, now)
+            view = vram.get(container.id)
+            outcome, is_ready = _running(container, probes.get(container.id), config, now, view, xids.get(container.id))
             if is_ready:
                 ready.add(container.id)
-            if isinstance(outcome, Note) and outcome.kind == NoteKind.STARTING and container.started_at is not None:
-                rechecks.append(container.started_at + start_period_of(container, config))
+            grace_end = (container.started_at or now) + start_period_of(container, config)
+            starting = isinstance(outcome, Note) and outcome.kind == NoteKind.STARTING
+            if container.started_at is not None and grace_end > now and (starting or view is not None):
+                rechecks.append(grace_end)
         else:
             outcome = Note(container.id, NoteKind.LEFT_ALONE, f"{state.value}: left alone")
         if isinstance(outcome, Fault):

@@ -230,3 +230,28 @@ class GpuProbe:
 
     def close(self) -> None:
         """Nothing to stop: a read in flight finishes (or stays stuck) on its daemon thread."""
+
+
+# nvmlClocksEventReason* bits (nvml.h); the names operators see in nvidia-smi -q.
+CLOCK_EVENT_REASONS = {
+    0x1: "gpu-idle",
+    0x2: "applications-clocks-setting",
+    0x4: "sw-power-cap",
+    0x8: "hw-slowdown",
+    0x10: "sync-boost",
+    0x20: "sw-thermal-slowdown",
+    0x40: "hw-thermal-slowdown",
+    0x80: "hw-power-brake-slowdown",
+    0x100: "display-clock-setting",
+}
+
+
+def clock_reason_names(mask: int | None) -> list[str] | None:
+    """Decode the throttle bitmask; None when unsupported. Idle is not throttling but is shown."""
+    if mask is None:
+        return None
+    names = [name for bit, name in CLOCK_EVENT_REASONS.items() if mask & bit]
+    unknown = mask & ~sum(CLOCK_EVENT_REASONS)
+    if unknown:
+        names.append(f"0x{unknown:x}")
+    return names

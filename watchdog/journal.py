@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from loguru import logger
 
 from watchdog.breaker import BreakerHistory
+from watchdog.gpu_state import GpuCondition, GpuMark
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -62,6 +63,14 @@ CREATE TABLE IF NOT EXISTS breakers (
     container TEXT PRIMARY KEY,
     given_up_at REAL,
     reset_at REAL
+);
+CREATE TABLE IF NOT EXISTS gpu_marks (
+    uuid TEXT PRIMARY KEY,
+    gpu_index INTEGER,
+    condition TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    since REAL NOT NULL,
+    auto INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -325,6 +334,37 @@ class Journal:
 
     def stop_marks(self) -> dict[str, float]:
         return {r[0]: r[1] for r in self._read("SELECT container_id, stopped_at FROM stop_marks")}
+
+    # -- GPU marks (quarantine) ---------------------------------------------
+
+    def mark_gpu(self, mark: GpuMark) -> None:
+        self._write(
+            "gpu mark",
+            lambda db: db.execute(
+                "INSERT INTO gpu_marks(uuid, gpu_index, condition, reason, since, auto) VALUES (?,?,?,?,?,?)"
+                " ON CONFLICT(uuid) DO UPDATE SET gpu_index = excluded.gpu_index, condition = excluded.condition,"
+                " reason = excluded.reason, since = excluded.since, auto = excluded.auto",
+                (mark.uuid, mark.index, mark.condition.value, mark.reason, mark.since, int(mark.auto)),
+            ),
+        )
+
+    def release_gpu(self, uuid: str) -> bool:
+        """Remove a GPU's mark; False when it had none."""
+        removed = self._write(
+            "gpu mark", lambda db: db.execute("DELETE FROM gpu_marks WHERE uuid = ?", (uuid,)).rowcount
+        )
+        return bool(removed)
+
+    def gpu_marks(self) -> dict[str, GpuMark]:
+        rows = self._read("SELECT uuid, gpu_index, condition, reason, since, auto FROM gpu_marks")
+        marks: dict[str, GpuMark] = {}
+        for uuid, index, condition, reason, since, auto in rows:
+            try:
+                state = GpuCondition(condition)
+            except ValueError:
+                state = GpuCondition.QUARANTINED  # a newer version's condition: keep the GPU out of service
+            marks[uuid] = GpuMark(uuid, index, state, reason, since, bool(auto))
+        return marks
 
     # -- meta ----------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from watchdog.diagnose import (
 )
 from watchdog.docker_probe import ENGINE_ERRORS, DockerProbe, EngineUnavailable
 from watchdog.events import WATCHED_ACTIONS, EventWatcher, parse_event
+from watchdog.gpu_supervisor import GpuCycle, GpuSupervisor
 from watchdog.host_probe import mem_available
 from watchdog.http_probe import Prober
 from watchdog.journal import Journal
@@ -93,6 +94,7 @@ class Watchdog:
         client_factory: Callable[[], docker.DockerClient],
         clock: Callable[[], float] = time.time,
         read_mem_available: Callable[[], int | None] = mem_available,
+        nvml: object = None,
     ) -> None:
         self.config = config
         self.journal = journal
@@ -122,6 +124,7 @@ class Watchdog:
         self._heartbeat_written = 0.0
         self.last_cycle_at: float | None = None
         self.state_dir: Path = journal.path.parent
+        self.gpu = GpuSupervisor(config, journal, self.client, self.executor, self.own, self.wake.set, clock, nvml)
         self._load_memory()
 
     # -- start-up ------------------------------------------------------------
@@ -148,6 +151,10 @@ class Watchdog:
             self._client_factory, f"{self.config.label_prefix}.enable", self._on_event, self._on_events_connection
         )
         self.watcher.start(since)
+
+    def start_gpu(self) -> None:
+        """NVML readings and Xid events on their own threads; the loop never waits on them."""
+        self.gpu.start()
 
     def replay_events(self) -> None:
         """For one-shot runs: read the engine's buffered events since the last one seen."""
@@ -181,6 +188,7 @@ class Watchdog:
         )
         self.prober.timeout = config.probe_timeout
         self.prober.min_interval = config.poll_interval
+        self.gpu.apply_config(self.config)
 
     # -- callbacks from other threads ---------------------------------------
 
@@ -250,6 +258,7 @@ class Watchdog:
         if version == self._data_version:
             return
         self._data_version = version
+        self.gpu.reload_marks()
         marks = self.journal.stop_marks()
         for container_id, memory in list(self.memory.items()):
             if memory.manual_stop_at is not None and container_id not in marks:
@@ -286,8 +295,9 @@ class Watchdog:
         self._reload_external_changes(containers)
         self.prober.set_targets(self._probe_targets(containers))
         histories = self.prober.histories()
-        restarting = {job.container_id for job in self.in_flight.values() if job.outcome is None}
-        diagnosis = diagnose(containers, histories, self.memory, self.config, now, restarting)
+        gpu = self.gpu.cycle(containers, now)
+        restarting = {job.container_id for job in self.in_flight.values() if job.outcome is None} | gpu.busy
+        diagnosis = diagnose(containers, histories, self.memory, self.config, now, restarting, gpu.vram, gpu.xids)
         self._record_detections(diagnosis, by_id, now)
         self._settle_in_flight(by_id, diagnosis, now)
         capacity = Capacity(
@@ -302,12 +312,12 @@ class Watchdog:
             )
             for f in diagnosis.faults
         }
-        decisions = plan(diagnosis.faults, by_id, breakers, set(self.in_flight), capacity, self.config, now)
+        decisions = plan(diagnosis.faults, by_id, breakers, set(self.in_flight), capacity, self.config, now, gpu.held)
         self._act(decisions, by_id, now)
         self.recheck_at = min(
             (t for t in [diagnosis.recheck_at, *(d.retry_at for d in decisions)] if t is not None), default=None
         )
-        self._write_status(containers, diagnosis, decisions, histories, now)
+        self._write_status(containers, diagnosis, decisions, histories, gpu, now)
         self.cycles += 1
         self.last_cycle_at = now
         result.containers, result.diagnosis, result.decisions = containers, diagnosis, decisions
@@ -534,6 +544,7 @@ class Watchdog:
         diagnosis: Diagnosis,
         decisions: list[Decision],
         histories: Mapping[str, ProbeHistory],
+        gpu: GpuCycle,
         now: float,
     ) -> None:
         """The daemon's view for `gpu-watchdog status` (atomic replace, at most once a poll)."""
@@ -548,6 +559,7 @@ class Watchdog:
             engine_up=self.engine_up,
             journal_write_failures=self.journal.write_failures,
         )
+        view["gpu"] = gpu.view
         path = self.state_dir / STATUS_FILE
         try:
             tmp = path.with_suffix(".tmp")
@@ -600,3 +612,4 @@ class Watchdog:
                 )
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.prober.close()
+        self.gpu.stop()

@@ -51,6 +51,7 @@ class FaultKind(StrEnum):
 
     STOPPED = "stopped"
     ZERO_VRAM = "zero-vram"
+    GPU_XID = "gpu-xid"  # an Xid the table says the container caused: restart it
     UNHEALTHY = "unhealthy"
     ENDPOINT_FAILING = "endpoint-failing"
 
@@ -59,6 +60,7 @@ class FaultKind(StrEnum):
 SEVERITY: dict[FaultKind, int] = {
     FaultKind.STOPPED: 0,
     FaultKind.ZERO_VRAM: 1,
+    FaultKind.GPU_XID: 1,
     FaultKind.UNHEALTHY: 2,
     FaultKind.ENDPOINT_FAILING: 2,
 }
@@ -202,6 +204,7 @@ class Verdict(StrEnum):
     GIVE_UP = "give-up"  # crash-loop breaker trips now
     GIVEN_UP = "given-up"  # tripped earlier, still cooling down
     IN_PROGRESS = "in-progress"  # a restart of it is already running
+    HELD = "held"  # its GPU is quarantined, draining or resetting: restarting it would not help
 
 
 @dataclass(frozen=True)

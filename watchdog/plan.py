@@ -3,7 +3,8 @@
 Pure: no I/O, no clock reads. Order is priority (higher first), then fault
 severity (stopped, zero-VRAM, unhealthy/endpoint), then longest-down first.
 Each fault gets exactly one decision with a reason: restart, defer (no slot,
-not enough host RAM), backoff, give up, given up, or already in progress.
+not enough host RAM), backoff, give up, given up, already in progress, or held
+(its GPU is quarantined or draining).
 """
 
 from __future__ import annotations
@@ -57,8 +58,13 @@ def plan(
     capacity: Capacity,
     config: Config,
     now: float,
+    held: Mapping[str, str] | None = None,
 ) -> list[Decision]:
-    """One decision per fault, in the order they should be carried out."""
+    """One decision per fault, in the order they should be carried out.
+
+    `held`: container ID -> why its GPU forbids a restart (quarantined, draining, resetting).
+    """
+    held = held or {}
     decisions: list[Decision] = []
     slots_used = capacity.restarts_in_flight
     committed = capacity.ram_committed
@@ -79,6 +85,9 @@ def plan(
 
         if fault.container in in_progress:
             decide(Verdict.IN_PROGRESS, "a restart of it is already in progress")
+            continue
+        if fault.container_id in held:
+            decide(Verdict.HELD, f"not restarted: {held[fault.container_id]}")
             continue
         max_restarts = container.spec.max_restarts if container and container.spec else None
         verdict = evaluate(breakers.get(fault.container, BreakerHistory()), config.breaker, now, max_restarts)

@@ -139,8 +139,23 @@ def build_status(
                 "breaker_reason": breaker_reason,
             }
         )
+    marks = journal.gpu_marks()
+    gpu_view = (daemon or {}).get("gpu") or {}
     return {
         "now": now,
+        "gpu": {
+            "nvml": gpu_view.get("nvml", "unknown (daemon not running)"),
+            "detail": gpu_view.get("detail", ""),
+            "driver": gpu_view.get("driver"),
+            "pid_mapping": gpu_view.get("pid_mapping"),
+            "gpus": gpu_view.get("gpus", []),
+            "orphans": gpu_view.get("orphans", []),
+            "unresolved": gpu_view.get("unresolved", {}),
+            "marks": {
+                uuid: {"condition": m.condition.value, "reason": m.reason, "since": m.since, "index": m.index}
+                for uuid, m in marks.items()
+            },
+        },
         "daemon": {
             "running": daemon is not None,
             "pid": (daemon or {}).get("pid"),
@@ -213,10 +228,57 @@ def render_table(doc: dict[str, Any]) -> str:
             details.append(f"  {row['name']}: breaker: {row['breaker_reason']}")
         details.extend(f"  {row['name']}: {n}" for n in row["notes"])
         details.extend(f"  {row['name']}: warning: {w}" for w in row["warnings"])
-    widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]
-    lines.extend("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in table)
+    lines.extend(_columns(table))
     if len(table) == 1:
         lines.append("(no container carries the enable label)")
     if details:
         lines += ["", *details]
+    lines += ["", *render_gpus(doc.get("gpu") or {}, now)]
     return "\n".join(lines)
+
+
+def _columns(table: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in table) for i in range(len(table[0]))]
+    return ["  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in table]
+
+
+def _mib(value: int | None) -> str:
+    return "?" if value is None else f"{value // 2**20}"
+
+
+def render_gpus(gpu: dict[str, Any], now: float) -> list[str]:
+    """Per-GPU lines: UUID, index, memory, temperature, throttle, health, mark, containers."""
+    lines = [f"GPUs: NVML {gpu.get('nvml', 'unknown')}" + (f" ({gpu['detail']})" if gpu.get("detail") else "")]
+    marks: dict[str, Any] = gpu.get("marks") or {}
+    rows: list[dict[str, Any]] = gpu.get("gpus") or []
+    if rows:
+        table: list[tuple[str, ...]] = [
+            ("IDX", "UUID", "MEMORY MiB", "TEMP", "THROTTLE", "HEALTH", "MARK", "CONTAINERS")
+        ]
+        for row in rows:
+            mark = marks.get(row["uuid"] or "") or row.get("mark")
+            throttle = row.get("throttle")
+            table.append(
+                (
+                    str(row["index"]),
+                    row["uuid"] or "?",
+                    f"{_mib(row['memory_used'])}/{_mib(row['memory_total'])}",
+                    "?" if row.get("temperature") is None else f"{row['temperature']}C",
+                    "n/a" if throttle is None else ",".join(t for t in throttle if t != "gpu-idle") or "-",
+                    row["health"],
+                    mark["condition"].upper() if mark else "-",
+                    ",".join(row.get("containers") or []) or "-",
+                )
+            )
+        lines.extend(_columns(table))
+    for uuid, mark in marks.items():
+        hint = "reboot the host" if mark["condition"] == "quarantined" else "reset the GPU"
+        lines.append(
+            f"  {uuid}: {mark['condition']} {_age(now, mark['since'])}: {mark['reason']} "
+            f"({hint}, then `gpu-watchdog gpu release {uuid}`)"
+        )
+    for orphan in gpu.get("orphans") or []:
+        lines.append(f"  orphaned GPU memory on GPU {orphan['index']}: PID {orphan['pid']}: {orphan['why']}")
+    for name, problems in (gpu.get("unresolved") or {}).items():
+        lines.append(f"  {name}: GPU not mapped: {'; '.join(problems)}")
+    return lines

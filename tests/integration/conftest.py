@@ -14,7 +14,10 @@ from pathlib import Path
 import docker
 import pytest
 
+from tests.fake_nvml.harness import fake_nvml, fake_nvml_lib
 from tests.integration.harness import ROOT, STANDIN_IMAGE, Daemon, Fleet
+
+__all__ = ["fake_nvml", "fake_nvml_lib"]
 
 
 @pytest.fixture(scope="session")

@@ -125,8 +125,9 @@ class Fleet:
 class Daemon:
     """`python -m watchdog --daemon` with its own config and state dir."""
 
-    def __init__(self, workdir: Path, prefix: str, **overrides: Any) -> None:
+    def __init__(self, workdir: Path, prefix: str, env: dict[str, str] | None = None, **overrides: Any) -> None:
         self.workdir = workdir
+        self.extra_env = env or {}
         self.state_dir = workdir / "state"
         self.config_path = workdir / "config.yaml"
         config = json.loads(json.dumps(FAST_CONFIG))
@@ -148,7 +149,7 @@ class Daemon:
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=_env(),
+            env={**_env(), **self.extra_env},
         )
 
     def start(self) -> Daemon:
@@ -157,7 +158,7 @@ class Daemon:
             [sys.executable, "-m", "watchdog", "--config", str(self.config_path), "--daemon"],
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env=_env(),
+            env={**_env(), **self.extra_env},
         )
         wait_for(lambda: "healing loop running" in self.log() or self.proc.poll() is not None, 20, "daemon start")
         assert self.proc.poll() is None, f"daemon exited early:\n{self.log()}"

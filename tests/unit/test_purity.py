@@ -15,6 +15,10 @@ PURE = [
     "watchdog.labels",
     "watchdog.units",
     "watchdog.config",
+    "watchdog.gpu_map",
+    "watchdog.vram",
+    "watchdog.gpu_state",
+    "watchdog.xid",
 ]
 FORBIDDEN = ["docker", "httpx", "sqlite3", "_sqlite3", "socket", "_socket", "requests", "urllib3", "ssl"]
 
