@@ -95,7 +95,7 @@ class GpuSupervisor:
         self.nvml_state: NvmlState | None = None
         self.resetting: dict[str, tuple[str, ...]] = {}  # GPU UUID -> containers its reset stopped
         self._reset_lock = threading.Lock()
-        self._alerted: set[str] = set()
+        self._alerted: set[tuple[str, str]] = set()
         self._orphans_seen: set[tuple[str, int]] = set()
         self.xid_counts: dict[str, int] = {}
 
@@ -165,7 +165,7 @@ class GpuSupervisor:
         fresh = self.journal.gpu_marks()
         for uuid in set(self.marks) - set(fresh):
             logger.bind(gpu=uuid).info("GPU {} released: back in service", uuid)
-            self._alerted.discard(uuid)
+            self._alerted = {said for said in self._alerted if said[0] != uuid}
         self.marks = fresh
 
     # -- callbacks from the GPU threads -------------------------------------
@@ -255,7 +255,7 @@ class GpuSupervisor:
             self.config.gpu.max_quarantined_fraction,
             now,
         )
-        self._apply(response, key, now, fault="gpu-lost")
+        self._apply(response, key, now, fault="gpu-lost", topic="quarantine")
 
     def _identify(self, event: XidEvent, gpus: Sequence[GpuSnapshot]) -> XidEvent:
         for gpu in gpus:
@@ -308,17 +308,19 @@ class GpuSupervisor:
             for container_id in response.restart:
                 if container_id not in self.xid_requests:
                     self.xid_requests[container_id] = (event.at, verdict.reason)
-            self._apply(response, key, now, fault=f"xid-{event.xid}")
+            self._apply(response, key, now, fault=f"xid-{event.xid}", topic=verdict.action.value)
 
-    def _apply(self, response: XidResponse, key: str, now: float, fault: str) -> None:
+    def _apply(self, response: XidResponse, key: str, now: float, fault: str, topic: str) -> None:
+        """Carry out marks and alerts; an alert is said once per GPU and action (`topic`) until released."""
         if response.mark is not None:
             self.marks[key] = response.mark
             self.journal.mark_gpu(response.mark)
             self.journal.record(
                 f"gpu-{response.mark.condition.value}", response.mark.reason, ts=now, gpus=(key,), fault=fault
             )
-        if response.alert is not None and (response.mark is not None or key not in self._alerted):
-            self._alerted.add(key)
+        said = (key, topic)
+        if response.alert is not None and (response.mark is not None or said not in self._alerted):
+            self._alerted.add(said)
             logger.bind(gpu=key).critical("ALERT: {}", response.alert)
             self.journal.record("alert", response.alert, ts=now, gpus=(key,), fault=fault)
         if response.reset and response.mark is not None:

@@ -1,0 +1,170 @@
+"""GpuSupervisor: one cycle's GPU side, fed readings and Xids directly (the threads are tested elsewhere)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fake_nvml.harness import scenario
+from watchdog.config import Config
+from watchdog.gpu import GpuHealth, GpuReading, GpuSnapshot, NvmlState
+from watchdog.gpu_state import GpuCondition
+from watchdog.gpu_supervisor import GpuSupervisor
+from watchdog.journal import Journal
+from watchdog.model import ContainerSnapshot, ContainerSpec, ContainerState, XidEvent
+from watchdog.own_actions import OwnActionWindows
+
+MIB = 1024**2
+UUIDS = [f"GPU-storm-{i}" for i in range(4)]
+
+
+class Readings:
+    """Stands in for GpuMonitor: the supervisor only asks it for the latest reading."""
+
+    def __init__(self, reading: GpuReading) -> None:
+        self.reading = reading
+
+    def latest(self) -> GpuReading:
+        return self.reading
+
+    def stop(self) -> None:
+        pass
+
+
+def reading(state: NvmlState = NvmlState.OK, lost: tuple[int, ...] = ()) -> GpuReading:
+    gpus = tuple(
+        GpuSnapshot(i, GpuHealth.LOST if i in lost else GpuHealth.OK, uuid, memory_used=4000 * MIB)
+        for i, uuid in enumerate(UUIDS)
+    )
+    return GpuReading(state, 100.0, 0.001, gpus if state == NvmlState.OK else ())
+
+
+def fleet() -> list[ContainerSnapshot]:
+    return [
+        ContainerSnapshot(
+            f"{i:064x}", f"llm-{i}", ContainerState.RUNNING, spec=ContainerSpec(), gpus=(str(i),), started_at=50.0
+        )
+        for i in range(4)
+    ]
+
+
+@pytest.fixture
+def supervisor(tmp_path: Path) -> Any:
+    journal = Journal.in_dir(tmp_path)
+    config = replace(Config(), gpu=replace(Config().gpu, pid_mapping=False, kernel_log=None))
+    executor = ThreadPoolExecutor(1)
+    sup = GpuSupervisor(config, journal, client=None, executor=executor, own=OwnActionWindows(), wake=lambda: None)
+    sup.monitor = Readings(reading())  # type: ignore[assignment]
+    yield sup
+    executor.shutdown()
+    journal.close()
+
+
+def storm_events() -> list[XidEvent]:
+    lines = [line.split() for line in scenario("xid_storm").read_text().splitlines() if line.startswith("xid ")]
+    return [XidEvent(at=100.0 + n * 0.01, xid=int(code), gpu_index=int(gpu)) for n, (_, gpu, code) in enumerate(lines)]
+
+
+def test_an_xid_storm_gives_bounded_actions(supervisor: Any) -> None:
+    events = storm_events()
+    assert len(events) == 200
+    for event in events:
+        supervisor.xid_queue.put(event)
+    result = supervisor.cycle(fleet(), now=103.0)
+    journal: Journal = supervisor.journal
+    assert len(journal.entries(kind="xid")) == 200, "every Xid is journaled"
+    # Each container gets one restart request, however many Xids its GPU had.
+    assert set(result.xids) <= {c.id for c in fleet()} and len(result.xids) >= 1
+    # Repeats escalate to reset-gpu (drain by default) and 79 to quarantine, but never past half the GPUs.
+    marks = journal.gpu_marks()
+    assert 1 <= len(marks) <= 2, marks
+    assert len(result.held) == len(marks)
+    alerts = journal.entries(kind="alert")
+    assert any("cap 2" in a["reason"] for a in alerts), "the cap is said, not silently applied"
+    assert any("Xid 79" in a["reason"] for a in alerts), "a lost GPU past the cap is still alerted"
+    per_gpu = [sum(1 for a in alerts if a["gpu"] == uuid or uuid in a["reason"]) for uuid in UUIDS]
+    assert max(per_gpu) <= 2, f"one alert per GPU and action, not one per Xid: {per_gpu}"
+
+
+def test_a_lost_gpu_is_quarantined_once_and_its_container_held(supervisor: Any) -> None:
+    supervisor.monitor.reading = reading(lost=(2,))
+    for now in (101.0, 102.0, 103.0):
+        result = supervisor.cycle(fleet(), now=now)
+    marks = supervisor.journal.gpu_marks()
+    assert list(marks) == [UUIDS[2]] and marks[UUIDS[2]].condition == GpuCondition.QUARANTINED
+    assert list(result.held) == [f"{2:064x}"] and "quarantined" in result.held[f"{2:064x}"]
+    assert len(supervisor.journal.entries(kind="gpu-quarantined")) == 1
+    assert result.vram is not None and result.vram[f"{2:064x}"].empty is False, "no zero-VRAM verdict on a lost GPU"
+
+
+def test_a_hung_driver_alerts_once_pauses_gpu_verdicts_and_keeps_marks(supervisor: Any) -> None:
+    supervisor.monitor.reading = reading(lost=(1,))
+    supervisor.cycle(fleet(), now=101.0)
+    supervisor.monitor.reading = reading(NvmlState.HUNG)
+    for now in (102.0, 103.0):
+        result = supervisor.cycle(fleet(), now=now)
+    alerts = [e for e in supervisor.journal.entries(kind="alert") if e["fault"] == "driver-hung"]
+    assert len(alerts) == 1
+    assert result.vram is None and result.xids == {}
+    assert list(result.held) == [f"{1:064x}"], "a GPU marked before the hang still holds its container"
+    supervisor.monitor.reading = reading()
+    supervisor.cycle(fleet(), now=104.0)
+    assert len(supervisor.journal.entries(kind="driver-recovered")) == 1
+
+
+def test_released_marks_are_picked_up(supervisor: Any) -> None:
+    supervisor.monitor.reading = reading(lost=(0,))
+    supervisor.cycle(fleet(), now=101.0)
+    assert supervisor.journal.release_gpu(UUIDS[0])
+    supervisor.reload_marks()
+    supervisor.monitor.reading = reading()
+    assert supervisor.cycle(fleet(), now=102.0).held == {}
+
+
+class NoContainers:
+    """The engine's answer that no container is running (only `containers()` is asked)."""
+
+    class api:  # mirrors docker.DockerClient.api
+        @staticmethod
+        def containers(quiet: bool = False) -> list[dict[str, str]]:
+            return []
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["reported", "killed"])
+def test_orphaned_gpu_memory_is_reported_and_killed_only_when_opted_in(
+    supervisor: Any, kill: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    from watchdog.gpu import GpuProcess
+
+    leaked = subprocess.Popen(["sleep", "60"])  # a live process of a container that no longer runs
+    try:
+        supervisor.config = replace(supervisor.config, gpu=replace(supervisor.config.gpu, kill_orphans=kill))
+        supervisor.client = NoContainers()
+        supervisor.host_pids = True
+        gone_container = "d" * 64
+        monkeypatch.setattr(supervisor, "_owners", lambda gpus: {leaked.pid: gone_container, 4_000_000: "gone"})
+        base = reading()
+        gpu0 = replace(base.gpus[0], processes=(GpuProcess(leaked.pid, 500 * MIB), GpuProcess(4_000_000, 300 * MIB)))
+        supervisor.monitor.reading = replace(base, gpus=(gpu0, *base.gpus[1:]))
+        result = supervisor.cycle(fleet(), now=101.0)
+        orphans = {o["pid"]: o["why"] for o in result.view["orphans"]}
+        assert "not running" in orphans[leaked.pid] and "gone" in orphans[4_000_000]
+        supervisor.cycle(fleet(), now=102.0)
+        entries = supervisor.journal.entries(kind="orphan")
+        assert len(entries) == 2, "each orphan is journaled once"
+        try:
+            leaked.wait(timeout=2)
+            was_killed = True
+        except subprocess.TimeoutExpired:
+            was_killed = False
+        assert was_killed is kill
+        assert any("killed: gpu.kill_orphans" in e["reason"] for e in entries) is kill
+    finally:
+        leaked.kill()
+        leaked.wait()
