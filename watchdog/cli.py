@@ -324,6 +324,45 @@ def reset(obj: Context, name: str) -> None:
     )
 
 
+@cli.command("plan")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def plan_command(obj: Context, as_json: bool) -> None:
+    """The capacity plan for the fleet in service: rpm, parallel limits, memory limits, and the verdict."""
+    from watchdog.breaker import BreakerState, evaluate
+    from watchdog.capacity import members_from_fleet, plan_capacity, render
+    from watchdog.host_probe import mem_total
+    from watchdog.status import read_daemon_view
+
+    client = _connect()
+    journal = open_journal(obj.config)
+    config = obj.config
+    try:
+        containers = DockerProbe(client, config.label_prefix).snapshot()
+    except EngineUnavailable as exc:
+        fail(f"Docker engine unreachable ({_short(exc)}); start it or set DOCKER_HOST", EXIT_RUNTIME)
+    now = time.time()
+    view = read_daemon_view(config.resolved_state_dir(), now, max_age=max(3 * config.poll_interval, 15.0)) or {}
+    faulty = {cid for cid, seen in (view.get("containers") or {}).items() if seen.get("fault")}
+    given_up = {
+        c.name
+        for c in containers
+        if c.spec is not None
+        and evaluate(
+            journal.breaker_history(c.name, since=now - config.breaker.window - config.breaker.cooldown),
+            config.breaker,
+            now,
+            c.spec.max_restarts,
+        ).state
+        == BreakerState.OPEN
+    }
+    members = members_from_fleet(containers, faulty, journal.gpu_marks(), given_up)
+    journal.close()
+    result = plan_capacity(members, config.capacity, mem_total())
+    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else render(result))
+    sys.exit(EXIT_OK if result.memory.fits else EXIT_RUNTIME)
+
+
 @cli.group()
 def gpu() -> None:
     """The GPUs as NVML shows them, and their quarantine marks."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from watchdog.capacity import CapacityPolicy, RoleMemory
 from watchdog.units import parse_bool, parse_bytes, parse_duration
 
 ENV_CONFIG = "GPU_WATCHDOG_CONFIG"
@@ -88,6 +89,7 @@ class Config:
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     ram_preflight: RamPreflightConfig = field(default_factory=RamPreflightConfig)
     gpu: GpuConfig = field(default_factory=GpuConfig)
+    capacity: CapacityPolicy = field(default_factory=CapacityPolicy)
 
     def resolved_state_dir(self, env: Mapping[str, str] | None = None) -> Path:
         """state_dir, else $XDG_STATE_HOME/gpu-watchdog, else ~/.local/state/gpu-watchdog."""
@@ -195,6 +197,8 @@ def parse_config(data: Mapping[str, Any] | None) -> Config:
             values[key] = _parse_ram(_section("ram_preflight", value))
         elif key == "gpu":
             values[key] = _parse_gpu(_section("gpu", value))
+        elif key == "capacity":
+            values[key] = _parse_capacity(_section("capacity", value))
     config = replace(base, **values)
     if config.probe_timeout > config.poll_interval * 4:
         raise ConfigError(
@@ -285,6 +289,59 @@ def _parse_xid_overrides(path: str, value: Any) -> Mapping[Any, Any]:
     except XidTableError as exc:
         raise ConfigError(f"config: {exc}") from None
     return dict(data)
+
+
+def _size(path: str, value: Any) -> int:
+    try:
+        return parse_bytes(value)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"config: {path}={value!r}: {exc}") from None
+
+
+def _parse_capacity(data: Mapping[str, Any]) -> CapacityPolicy:
+    _check_keys("capacity", data, [f.name for f in fields(CapacityPolicy)])
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"capacity.{key}"
+        if key == "rpm_per_gpu":
+            pair = value if isinstance(value, list) else [value, value]
+            if len(pair) != 2:
+                raise ConfigError(f"config: {path}={value!r}: must be a number or [low, high], e.g. [3, 4]")
+            low, high = (_number(path, v, 0.001, 1e6) for v in pair)
+            if low > high:
+                raise ConfigError(f"config: {path}={value!r}: low must be <= high, e.g. [3, 4]")
+            values[key] = (low, high)
+        elif key == "target_rpm":
+            values[key] = _number(path, value, 0.0, 1e9)
+        elif key == "safety_margin":
+            values[key] = _number(path, value, 0.01, 1.0)
+        elif key == "headroom":
+            values[key] = _number(path, value, 0.0, 0.9)
+        elif key == "parallel_per_gpu":
+            values[key] = _int(path, value, 1)
+        elif key == "host_overhead":
+            values[key] = _size(path, value)
+        elif key == "serving_roles":
+            if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+                raise ConfigError(f"config: {path}={value!r}: must be a list of role names, e.g. [chat]")
+            values[key] = tuple(value)
+        elif key == "memory":
+            roles: dict[str, RoleMemory] = {}
+            for role, limits in _section(path, value).items():
+                where = f"{path}.{role}"
+                entry = _section(where, limits)
+                _check_keys(where, entry, ["mem_limit", "memswap_limit"])
+                if "mem_limit" not in entry:
+                    raise ConfigError(f"config: {where}: mem_limit is required, e.g. {{mem_limit: 1536m}}")
+                limit = _size(f"{where}.mem_limit", entry["mem_limit"])
+                swap = _size(f"{where}.memswap_limit", entry.get("memswap_limit", entry["mem_limit"]))
+                if swap < limit:
+                    raise ConfigError(
+                        f"config: {where}.memswap_limit must be >= mem_limit (it counts RAM + swap, as docker's does)"
+                    )
+                roles[str(role)] = RoleMemory(limit, swap)
+            values[key] = roles
+    return replace(CapacityPolicy(), **values)
 
 
 def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> Config:

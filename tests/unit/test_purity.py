@@ -19,6 +19,7 @@ PURE = [
     "watchdog.vram",
     "watchdog.gpu_state",
     "watchdog.xid",
+    "watchdog.capacity",
 ]
 FORBIDDEN = ["docker", "httpx", "sqlite3", "_sqlite3", "socket", "_socket", "requests", "urllib3", "ssl"]
 
