@@ -232,10 +232,7 @@ def _parse_ram(data: Mapping[str, Any]) -> RamPreflightConfig:
         elif key == "factor":
             values[key] = _number(path, value, 0.0)
         elif key == "reserve":
-            try:
-                values[key] = parse_bytes(value)
-            except (ValueError, TypeError) as exc:
-                raise ConfigError(f"config: {path}={value!r}: {exc}") from None
+            values[key] = _size(path, value)
     return replace(RamPreflightConfig(), **values)
 
 
@@ -249,10 +246,7 @@ def _parse_gpu(data: Mapping[str, Any]) -> GpuConfig:
         elif key in ("deadline", "reset_timeout"):
             values[key] = _positive_seconds(path, value)
         elif key == "zero_vram_threshold":
-            try:
-                values[key] = parse_bytes(value)
-            except (ValueError, TypeError) as exc:
-                raise ConfigError(f"config: {path}={value!r}: {exc}") from None
+            values[key] = _size(path, value)
         elif key == "kernel_log":
             if value in (None, False, "off"):
                 values[key] = None

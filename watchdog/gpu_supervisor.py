@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -98,6 +99,9 @@ class GpuSupervisor:
         self._alerted: set[tuple[str, str]] = set()
         self._orphans_seen: set[tuple[str, int]] = set()
         self.xid_counts: dict[str, int] = {}
+        self._judged_reading: GpuReading | None = None
+        self._pid_owners: dict[int, str] | None = None
+        self._orphan_rows: list[dict[str, Any]] = []
 
     # -- start-up ------------------------------------------------------------
 
@@ -134,8 +138,6 @@ class GpuSupervisor:
             time.sleep(timeout)
 
     def _scan_kernel_log(self, path: str) -> None:
-        from pathlib import Path
-
         last = self.journal.get_meta("kernel_log_until")
         scan = scan_kernel_log(Path(path), since=float(last) if last else None)
         if scan.error:
@@ -181,37 +183,40 @@ class GpuSupervisor:
     # -- the cycle -----------------------------------------------------------
 
     def cycle(self, containers: Sequence[ContainerSnapshot], now: float) -> GpuCycle:
-        result = GpuCycle(held=held_containers(self.assignments, self.marks), busy=self._busy())
+        result = self._judge(containers, now)
+        # Marks hold their containers on every path, also while the driver hangs.
+        result.held = held_containers(self.assignments, self.marks)
+        result.busy = self._busy()
+        return result
+
+    def _judge(self, containers: Sequence[ContainerSnapshot], now: float) -> GpuCycle:
         if self.monitor is None:
-            result.view = {"nvml": "off", "detail": "gpu.enabled is false", "gpus": []}
-            return result
+            return GpuCycle(view={"nvml": "off", "detail": "gpu.enabled is false", "gpus": []})
         reading = self.monitor.latest()
         if reading is None:
-            result.view = {"nvml": "starting", "detail": "no reading yet", "gpus": []}
-            return result
+            return GpuCycle(view={"nvml": "starting", "detail": "no reading yet", "gpus": []})
         self._say_state(reading, now)
         if reading.state != NvmlState.OK:
-            # GPU-driven actions stop; marks already made keep holding their containers.
-            result.view = self._status_view(reading, containers, {}, [])
-            return result
+            # GPU-driven actions stop until the driver answers again.
+            return GpuCycle(view=self._status_view(reading, containers, {}, []))
         gpus = reading.gpus
-        managed = [c for c in containers if c.managed]
-        self.assignments = {c.id: resolve(c.gpus, gpus) for c in managed if c.gpus}
+        self.assignments = {c.id: resolve(c.gpus, gpus) for c in containers if c.managed and c.gpus}
         for gpu in gpus:
             if gpu.health == GpuHealth.LOST:
                 self._lost(gpu, len(gpus), now)
-        owners = self._owners(gpus)
+        if reading is not self._judged_reading:
+            # PIDs and orphans change only with a new reading: no /proc or engine reads on other cycles.
+            self._judged_reading = reading
+            self._pid_owners = self._owners(gpus)
+            self._orphan_rows = self._orphans(gpus, self._pid_owners, containers, now)
+        owners = self._pid_owners
         self._drain_xids(gpus, owners, now)
         self._prune_xid_requests(containers)
-        orphans = self._orphans(gpus, owners, containers, now)
-        result.vram = vram_views(
+        vram = vram_views(
             containers, gpus, self.assignments, owners, self.config.gpu.zero_vram_threshold, unusable(self.marks)
         )
-        result.xids = dict(self.xid_requests)
-        result.held = held_containers(self.assignments, self.marks)
-        result.busy = self._busy()
-        result.view = self._status_view(reading, containers, result.vram, orphans)
-        return result
+        view = self._status_view(reading, containers, vram, self._orphan_rows)
+        return GpuCycle(vram=vram, xids=dict(self.xid_requests), view=view)
 
     def _busy(self) -> set[str]:
         with self._reset_lock:
@@ -348,7 +353,8 @@ class GpuSupervisor:
         candidates = [(g, p) for g, p in candidates if owners[p.pid] not in running]
         if not candidates:
             return []
-        live = self._running_container_ids()
+        container_owned = any(owners[p.pid] != GONE for _, p in candidates)
+        live = self._running_container_ids() if container_owned else set()
         found: list[dict[str, Any]] = []
         for gpu, process in candidates:
             owner = owners[process.pid]
@@ -396,7 +402,7 @@ class GpuSupervisor:
         self.journal.record(
             "gpu-reset", f"resetting GPU {uuid}: stopping {len(ids)} container(s)", ts=now, gpus=(uuid,)
         )
-        self.executor.submit(self._run_reset, uuid, ids)
+        self.executor.submit(self._run_reset, uuid, ids, now)
 
     def _verify(self, uuid: str) -> str | None:
         assert self.monitor is not None
@@ -408,7 +414,7 @@ class GpuSupervisor:
                 return None if gpu.health == GpuHealth.OK else f"health {gpu.health.value}"
         return "GPU not visible"
 
-    def _run_reset(self, uuid: str, ids: tuple[str, ...]) -> None:
+    def _run_reset(self, uuid: str, ids: tuple[str, ...], started: float) -> None:
         gpu = self.config.gpu
         try:
             run_reset(self.client, uuid, ids, gpu.reset_command, gpu.reset_timeout, 30.0, lambda: self._verify(uuid))
@@ -419,7 +425,7 @@ class GpuSupervisor:
             outcome, ok = f"GPU reset failed: {type(exc).__name__}: {exc}", False
         end = self.clock()
         for container_id in ids:
-            self.own.close(container_id, end - 3600, end)
+            self.own.close(container_id, started, end)
         if ok:
             self.journal.release_gpu(uuid)
             self.marks.pop(uuid, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +30,9 @@ class Readings:
         self.reading = reading
 
     def latest(self) -> GpuReading:
+        return self.reading
+
+    def read_now(self) -> GpuReading:
         return self.reading
 
     def stop(self) -> None:
@@ -168,3 +172,39 @@ def test_orphaned_gpu_memory_is_reported_and_killed_only_when_opted_in(
     finally:
         leaked.kill()
         leaked.wait()
+
+
+class StopStart:
+    """The engine's stop/start, recorded (the reset's docker calls are tested on the real engine)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+        class Api:
+            @staticmethod
+            def stop(container_id: str, timeout: int) -> None:
+                self.calls.append(("stop", container_id))
+
+            @staticmethod
+            def start(container_id: str) -> None:
+                self.calls.append(("start", container_id))
+
+        self.api = Api()
+
+
+def test_a_reset_closes_its_own_action_windows(supervisor: Any) -> None:
+    """Engine events after the reset are the operator's again, not hidden as the watchdog's own."""
+    supervisor.client = StopStart()
+    supervisor.config = replace(
+        supervisor.config, gpu=replace(supervisor.config.gpu, reset=True, reset_command=("true", "{uuid}"))
+    )
+    now = time.time()  # the reset's end is read from the real clock, so its start must be real too
+    supervisor.cycle(fleet(), now=now)  # learns which containers sit on which GPU
+    supervisor.xid_queue.put(XidEvent(at=now, xid=48, gpu_index=1))
+    supervisor.cycle(fleet(), now=now)
+    supervisor.executor.shutdown(wait=True)
+    cid = f"{1:064x}"
+    assert supervisor.client.calls == [("stop", cid), ("start", cid)]
+    assert supervisor.journal.entries(kind="gpu-reset-ok") and supervisor.journal.gpu_marks() == {}
+    assert supervisor.own.covers(cid, now + 0.1), "the reset's own stop/start events are ignored"
+    assert not supervisor.own.covers(cid, time.time() + 60), "later events are not"
