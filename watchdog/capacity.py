@@ -50,6 +50,8 @@ class CapacityPolicy:
         }
     )
     host_overhead: int = 2 * GIB  # RAM for the OS, the engine, the proxy and the watchdog
+    memory_limits: str = "report"  # off | report (drift and unapplied limits) | enforce (docker update)
+    compose_override: str | None = None  # path of the compose override file with the limits; None: not written
 
 
 @dataclass(frozen=True)

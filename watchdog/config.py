@@ -101,6 +101,7 @@ class Config:
 
 
 _LOG_FORMATS = ("text", "json")
+MEMORY_LIMIT_MODES = ("off", "report", "enforce")
 _LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -315,6 +316,14 @@ def _parse_capacity(data: Mapping[str, Any]) -> CapacityPolicy:
             values[key] = _int(path, value, 1)
         elif key == "host_overhead":
             values[key] = _size(path, value)
+        elif key == "memory_limits":
+            if value not in MEMORY_LIMIT_MODES:
+                raise ConfigError(f"config: {path}={value!r}: must be one of {', '.join(MEMORY_LIMIT_MODES)}")
+            values[key] = value
+        elif key == "compose_override":
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError(f"config: {path}={value!r}: must be a file path, e.g. compose.limits.yml, or null")
+            values[key] = value
         elif key == "serving_roles":
             if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
                 raise ConfigError(f"config: {path}={value!r}: must be a list of role names, e.g. [chat]")

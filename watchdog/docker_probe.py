@@ -125,6 +125,7 @@ def snapshot_from_inspect(attrs: dict[str, Any], prefix: str, is_self: bool = Fa
         started_at=parse_docker_time(state.get("StartedAt")),
         finished_at=parse_docker_time(state.get("FinishedAt")),
         memory_limit=int(host.get("Memory") or 0),
+        memory_swap=int(host.get("MemorySwap") or 0),
         healthcheck_start_period=start_period_ns / 1e9 if start_period_ns else None,
         stop_timeout=float(stop_timeout) if stop_timeout is not None else None,
         endpoint=endpoint,

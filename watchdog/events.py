@@ -20,7 +20,8 @@ from loguru import logger
 from watchdog.docker_probe import ENGINE_ERRORS
 from watchdog.model import EngineEvent
 
-WATCHED_ACTIONS = ["die", "oom", "health_status", "start", "stop", "kill", "destroy"]
+# "update": `docker update` changed a limit; the cached inspect is dropped so drift shows at once.
+WATCHED_ACTIONS = ["die", "oom", "health_status", "start", "stop", "kill", "destroy", "update"]
 
 
 def parse_event(raw: dict[str, Any]) -> EngineEvent | None:

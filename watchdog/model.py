@@ -106,7 +106,8 @@ class ContainerSnapshot:
     oom_killed: bool = False
     started_at: float | None = None
     finished_at: float | None = None
-    memory_limit: int = 0
+    memory_limit: int = 0  # HostConfig.Memory (0: none)
+    memory_swap: int = 0  # HostConfig.MemorySwap: RAM + swap (0: unset, -1: unlimited)
     healthcheck_start_period: float | None = None
     stop_timeout: float | None = None  # the container's own StopTimeout
     endpoint: str | None = None
