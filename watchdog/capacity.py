@@ -154,7 +154,7 @@ def members_from_fleet(
     `faulty`: container IDs with a fault now (from the daemon's view). A GPU reference
     matches a mark by UUID or by the mark's index.
     """
-    marked = {m.uuid.lower() for m in marks.values()} | {str(m.index) for m in marks.values() if m.index is not None}
+    marked = _marked_refs(marks)
     members = []
     for c in containers:
         if not c.managed or c.spec is None:
@@ -169,6 +169,37 @@ def members_from_fleet(
         )
         members.append(Member(c.name, c.spec.role, c.spec.model, c.gpus, in_service))
     return members
+
+
+def planned_members(
+    containers: Sequence[ContainerSnapshot],
+    marks: Mapping[str, GpuMark],
+    given_up: set[str],
+    stopped_on_purpose: set[str],
+) -> list[Member]:
+    """Members as the router config sees them: out only when out for long (capacity changes).
+
+    A crash or a hang is a transient fault: the rotation takes the deployment out for
+    seconds, the config keeps it. A quarantined/drained GPU, a container given up or
+    stopped by an operator changes the capacity: the plan and the config follow.
+    """
+    marked = _marked_refs(marks)
+    members = []
+    for c in containers:
+        if not c.managed or c.spec is None:
+            continue
+        in_service = (
+            c.name not in given_up
+            and c.id not in stopped_on_purpose
+            and not any(ref.lower() in marked for ref in c.gpus)
+        )
+        members.append(Member(c.name, c.spec.role, c.spec.model, c.gpus, in_service))
+    return members
+
+
+def _marked_refs(marks: Mapping[str, GpuMark]) -> set[str]:
+    """A GPU reference matches a mark by UUID or by the mark's index."""
+    return {m.uuid.lower() for m in marks.values()} | {str(m.index) for m in marks.values() if m.index is not None}
 
 
 def _rpm(value: float) -> str:

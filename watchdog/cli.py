@@ -329,21 +329,33 @@ def reset(obj: Context, name: str) -> None:
 @click.pass_obj
 def plan_command(obj: Context, as_json: bool) -> None:
     """The capacity plan for the fleet in service: rpm, parallel limits, memory limits, and the verdict."""
-    from watchdog.breaker import BreakerState, evaluate
     from watchdog.capacity import members_from_fleet, plan_capacity, render
     from watchdog.host_probe import mem_total
     from watchdog.status import read_daemon_view
 
-    client = _connect()
-    journal = open_journal(obj.config)
     config = obj.config
+    containers, journal, given_up = _fleet_now(config)
+    now = time.time()
+    view = read_daemon_view(config.resolved_state_dir(), now, max_age=max(3 * config.poll_interval, 15.0)) or {}
+    faulty = {cid for cid, seen in (view.get("containers") or {}).items() if seen.get("fault")}
+    members = members_from_fleet(containers, faulty, journal.gpu_marks(), given_up)
+    journal.close()
+    result = plan_capacity(members, config.capacity, mem_total())
+    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else render(result))
+    sys.exit(EXIT_OK if result.memory.fits else EXIT_RUNTIME)
+
+
+def _fleet_now(config: Config) -> tuple[list[Any], Journal, set[str]]:
+    """Managed containers now, the journal, and the names the crash-loop breaker has given up on."""
+    from watchdog.breaker import BreakerState, evaluate
+
+    client = _connect()
+    journal = open_journal(config)
     try:
         containers = DockerProbe(client, config.label_prefix).snapshot()
     except EngineUnavailable as exc:
         fail(f"Docker engine unreachable ({_short(exc)}); start it or set DOCKER_HOST", EXIT_RUNTIME)
     now = time.time()
-    view = read_daemon_view(config.resolved_state_dir(), now, max_age=max(3 * config.poll_interval, 15.0)) or {}
-    faulty = {cid for cid, seen in (view.get("containers") or {}).items() if seen.get("fault")}
     given_up = {
         c.name
         for c in containers
@@ -356,11 +368,74 @@ def plan_command(obj: Context, as_json: bool) -> None:
         ).state
         == BreakerState.OPEN
     }
-    members = members_from_fleet(containers, faulty, journal.gpu_marks(), given_up)
+    return containers, journal, given_up
+
+
+@cli.group()
+def litellm() -> None:
+    """The LiteLLM proxy's config, rendered from litellm/config.template.yaml, the fleet and the plan."""
+
+
+@litellm.command("render")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Where to write the config (default: litellm.out, litellm/config.yaml).",
+)
+@click.option("--template", type=click.Path(dir_okay=False), default=None, help="Default: litellm.template.")
+@click.pass_obj
+def litellm_render(obj: Context, out: str | None, template: str | None) -> None:
+    """Write the proxy config (atomically; not rewritten when unchanged) and the callback module next to it."""
+    from pathlib import Path
+
+    from watchdog.capacity import plan_capacity, planned_members
+    from watchdog.host_probe import mem_total
+    from watchdog.router import (
+        ROTATION_FILE,
+        TemplateError,
+        deployment_set,
+        dump_config,
+        parse_template,
+        render_config,
+        router_deployments,
+        unreachable,
+    )
+    from watchdog.router_sync import install_callback, write_if_changed
+
+    config = obj.config
+    settings = replace(config.litellm, out=out or config.litellm.out, template=template or config.litellm.template)
+    template_path = Path(settings.template)
+    try:
+        text = template_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+        fail(f"cannot read the LiteLLM template {template_path} ({why}); pass --template FILE", EXIT_USAGE)
+    try:
+        parsed = parse_template(text, str(template_path))
+    except TemplateError as exc:
+        fail(str(exc), EXIT_USAGE)
+    containers, journal, given_up = _fleet_now(config)
+    stopped = set(journal.stop_marks())
+    members = planned_members(containers, journal.gpu_marks(), given_up, stopped)
     journal.close()
-    result = plan_capacity(members, config.capacity, mem_total())
-    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else render(result))
-    sys.exit(EXIT_OK if result.memory.fits else EXIT_RUNTIME)
+    plan = plan_capacity(members, config.capacity, mem_total())
+    deployments = router_deployments(containers, plan)
+    rendered = dump_config(render_config(parsed, deployments, plan), str(template_path), ROTATION_FILE)
+    out_path = Path(settings.out)
+    try:
+        install_callback(out_path, template_path)
+        changed = write_if_changed(out_path, rendered, keep_previous=True)
+    except OSError as exc:
+        fail(f"cannot write {out_path} ({exc.strerror}); pass --out FILE in a writable directory", EXIT_RUNTIME)
+    for name in unreachable(deployments, plan):
+        click.echo(
+            f"gpu-watchdog: warning: no URL for {name}: left out; publish its port or set the label "
+            f"{config.label_prefix}.api-base",
+            err=True,
+        )
+    state = "written" if changed else "unchanged"
+    click.echo(f"{out_path}: {state}, {len(deployment_set(deployments))} deployment(s); {plan.text}")
 
 
 @cli.group()

@@ -71,6 +71,25 @@ class GpuConfig:
     max_quarantined_fraction: float = 0.5  # never quarantine more than this share of the GPUs automatically
 
 
+ALL_DOWN_MODES = ("route-anyway", "fail-fast")
+
+
+@dataclass(frozen=True)
+class LitellmConfig:
+    """The LiteLLM proxy in front of the fleet: its config file and its rotation (issue 4)."""
+
+    enabled: bool = False  # render the config and keep the rotation file in step every cycle
+    template: str = "litellm/config.template.yaml"
+    out: str = "litellm/config.yaml"  # rotation.json and the callback module are written next to it
+    proxy_url: str | None = None  # e.g. http://127.0.0.1:4000: watched, and checked after a restart
+    proxy_container: str | None = None  # restarted (docker restart) when the deployment set changes
+    restart_command: tuple[str, ...] | None = None  # or this argv (no shell), e.g. [systemctl, restart, litellm]
+    restart_timeout: float = 60.0  # how long the proxy may take to answer again after a restart
+    all_down: str = "route-anyway"  # every deployment of a model out: route-anyway (LiteLLM decides) | fail-fast
+    stale_after: float = 15.0  # the callback ignores a rotation file older than this (watchdog gone)
+    recovery_probe_interval: float = 0.5  # probe interval for a deployment out of rotation
+
+
 @dataclass(frozen=True)
 class Config:
     poll_interval: float = 5.0
@@ -90,6 +109,7 @@ class Config:
     ram_preflight: RamPreflightConfig = field(default_factory=RamPreflightConfig)
     gpu: GpuConfig = field(default_factory=GpuConfig)
     capacity: CapacityPolicy = field(default_factory=CapacityPolicy)
+    litellm: LitellmConfig = field(default_factory=LitellmConfig)
 
     def resolved_state_dir(self, env: Mapping[str, str] | None = None) -> Path:
         """state_dir, else $XDG_STATE_HOME/gpu-watchdog, else ~/.local/state/gpu-watchdog."""
@@ -200,6 +220,8 @@ def parse_config(data: Mapping[str, Any] | None) -> Config:
             values[key] = _parse_gpu(_section("gpu", value))
         elif key == "capacity":
             values[key] = _parse_capacity(_section("capacity", value))
+        elif key == "litellm":
+            values[key] = _parse_litellm(_section("litellm", value))
     config = replace(base, **values)
     if config.probe_timeout > config.poll_interval * 4:
         raise ConfigError(
@@ -345,6 +367,48 @@ def _parse_capacity(data: Mapping[str, Any]) -> CapacityPolicy:
                 roles[str(role)] = RoleMemory(limit, swap)
             values[key] = roles
     return replace(CapacityPolicy(), **values)
+
+
+def _parse_litellm(data: Mapping[str, Any]) -> LitellmConfig:
+    _check_keys("litellm", data, [f.name for f in fields(LitellmConfig)])
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"litellm.{key}"
+        if key == "enabled":
+            values[key] = _bool(path, value)
+        elif key in ("template", "out"):
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"config: {path}={value!r}: must be a file path, e.g. litellm/config.yaml")
+            values[key] = value
+        elif key == "proxy_url":
+            if value is not None and (
+                not isinstance(value, str) or not value.startswith(("http://", "https://")) or value[-3:] == "://"
+            ):
+                raise ConfigError(f"config: {path}={value!r}: must be the proxy's base URL, e.g. http://127.0.0.1:4000")
+            values[key] = value.rstrip("/") if isinstance(value, str) else None
+        elif key == "proxy_container":
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError(f"config: {path}={value!r}: must be the proxy container's name, e.g. litellm")
+            values[key] = value
+        elif key == "restart_command":
+            if value is not None and (
+                not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value)
+            ):
+                raise ConfigError(
+                    f"config: {path}={value!r}: must be a list of arguments (no shell), "
+                    'e.g. ["systemctl", "restart", "litellm"]'
+                )
+            values[key] = tuple(value) if value is not None else None
+        elif key in ("restart_timeout", "stale_after", "recovery_probe_interval"):
+            values[key] = _positive_seconds(path, value)
+        elif key == "all_down":
+            if value not in ALL_DOWN_MODES:
+                raise ConfigError(f"config: {path}={value!r}: must be one of {', '.join(ALL_DOWN_MODES)}")
+            values[key] = value
+    result = replace(LitellmConfig(), **values)
+    if result.proxy_container and result.restart_command:
+        raise ConfigError("config: litellm.proxy_container and litellm.restart_command both set; keep one")
+    return result
 
 
 def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> Config:

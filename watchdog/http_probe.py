@@ -83,6 +83,8 @@ class Prober:
         self._on_result = on_result
         self._clock = clock
         self._states: dict[str, _TargetState] = {}
+        self._fast: frozenset[str] = frozenset()
+        self.fast_interval = min_interval
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="http-prober", daemon=True)
@@ -127,6 +129,12 @@ class Prober:
         self._loop.call_soon_threadsafe(self._launch_due)
         self._loop.call_soon_threadsafe(self._close_unused_clients)
 
+    def set_fast(self, container_ids: Iterable[str], interval: float) -> None:
+        """Probe these every `interval` instead (a backend out of rotation: back the moment it answers)."""
+        with self._lock:
+            self._fast = frozenset(container_ids)
+            self.fast_interval = interval
+
     async def _schedule(self) -> None:
         """Each target is probed every min_interval, whatever the main loop is doing."""
         while True:
@@ -136,7 +144,12 @@ class Prober:
     def _launch_due(self) -> None:
         now = time.monotonic()
         with self._lock:
-            due = [s for s in self._states.values() if not s.in_flight and now - s.last_started >= self.min_interval]
+            due = [
+                s
+                for cid, s in self._states.items()
+                if not s.in_flight
+                and now - s.last_started >= (self.fast_interval if cid in self._fast else self.min_interval)
+            ]
             for state in due:
                 state.in_flight = True
                 state.last_started = now

@@ -28,6 +28,7 @@ KNOWN_LABELS = (
     "role",
     "model",
     "model-size",
+    "api-base",
 )
 
 
@@ -100,6 +101,13 @@ def parse_spec(labels: Mapping[str, str], prefix: str) -> tuple[ContainerSpec | 
         else:
             health_url = health_url.strip()
 
+    api_base = label("api-base")
+    if api_base is not None:
+        api_base = api_base.strip()
+        if not _is_http_url(api_base):
+            bad("api-base", api_base, "expected the URL LiteLLM should call, e.g. http://llm-0:8080/v1")
+            api_base = None
+
     health_port: int | None = None
     if (raw := label("health-port")) is not None:
         try:
@@ -159,9 +167,19 @@ def parse_spec(labels: Mapping[str, str], prefix: str) -> tuple[ContainerSpec | 
             role=label("role"),
             model=label("model"),
             model_size=model_size,
+            api_base=api_base,
         ),
         (),
     )
+
+
+def _is_http_url(text: str) -> bool:
+    try:
+        parsed = urlparse(text)
+        _ = parsed.port  # raises ValueError for a port out of range
+    except ValueError:
+        return False
+    return parsed.scheme in ("http", "https") and bool(parsed.hostname)
 
 
 def gpus_from_engine(device_requests: list[dict[str, Any]] | None, env: list[str] | None) -> tuple[str, ...]:

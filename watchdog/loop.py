@@ -53,6 +53,7 @@ from watchdog.model import (
 from watchdog.own_actions import OwnActionWindows
 from watchdog.plan import Capacity, plan
 from watchdog.reconcile import reconcile_unfinished
+from watchdog.router_sync import PROXY_HEALTH_PATH, PROXY_TARGET, RouterSync
 from watchdog.status import STATUS_FILE, daemon_view
 
 EVENT_REPLAY_DEFAULT = 600.0  # seconds of engine events replayed on a first start
@@ -125,6 +126,7 @@ class Watchdog:
         self.last_cycle_at: float | None = None
         self.state_dir: Path = journal.path.parent
         self.gpu = GpuSupervisor(config, journal, self.client, self.executor, self.own, self.wake.set, clock, nvml)
+        self.router = RouterSync(config, journal, self.client, self.executor, self.own, self.wake.set, clock)
         self._load_memory()
 
     # -- start-up ------------------------------------------------------------
@@ -189,6 +191,7 @@ class Watchdog:
         self.prober.timeout = config.probe_timeout
         self.prober.min_interval = config.poll_interval
         self.gpu.apply_config(self.config)
+        self.router.apply_config(self.config)
 
     # -- callbacks from other threads ---------------------------------------
 
@@ -271,11 +274,15 @@ class Watchdog:
                     self.memory[container.id] = replace(memory, heal_requested_at=history.reset_at)
 
     def _probe_targets(self, containers: list[ContainerSnapshot]) -> list[ProbeTarget]:
-        return [
+        targets = [
             ProbeTarget(c.id, c.started_at, c.endpoint)
             for c in containers
             if c.managed and c.endpoint and c.state == ContainerState.RUNNING
         ]
+        settings = self.config.litellm
+        if settings.enabled and settings.proxy_url:
+            targets.append(ProbeTarget(PROXY_TARGET, None, settings.proxy_url + PROXY_HEALTH_PATH))
+        return targets
 
     def cycle(self) -> CycleResult:
         """One pass. Never raises for a failing probe or adapter."""
@@ -314,6 +321,11 @@ class Watchdog:
         }
         decisions = plan(diagnosis.faults, by_id, breakers, set(self.in_flight), capacity, self.config, now, gpu.held)
         self._act(decisions, by_id, now)
+        self.router.cycle(containers, diagnosis, decisions, gpu.held, self.gpu.marks, histories, now)
+        if self.config.litellm.enabled:
+            # A backend out of rotation is probed faster: back in rotation the moment it answers.
+            out = {c.id for c in containers if c.managed and c.spec and c.spec.model and c.id not in diagnosis.ready}
+            self.prober.set_fast(out, self.config.litellm.recovery_probe_interval)
         self.recheck_at = min(
             (t for t in [diagnosis.recheck_at, *(d.retry_at for d in decisions)] if t is not None), default=None
         )
@@ -560,6 +572,7 @@ class Watchdog:
             journal_write_failures=self.journal.write_failures,
         )
         view["gpu"] = gpu.view
+        view["router"] = self.router.view()
         path = self.state_dir / STATUS_FILE
         try:
             tmp = path.with_suffix(".tmp")

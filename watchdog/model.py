@@ -89,6 +89,7 @@ class ContainerSpec:
     role: str | None = None
     model: str | None = None
     model_size: int | None = None
+    api_base: str | None = None  # what LiteLLM calls; default: the endpoint's origin + /v1
 
 
 @dataclass(frozen=True)

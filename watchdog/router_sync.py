@@ -1,0 +1,482 @@
+"""Keeps the capacity plan, the LiteLLM config, the rotation file and the proxy in step.
+
+The I/O edge of watchdog/router.py, called once per cycle by the loop. It never
+raises: a bad template, an unwritable file or a proxy that will not come back
+is logged, journaled once and retried, and container healing goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+from loguru import logger
+
+from watchdog.capacity import CapacityPlan, Verdict, plan_capacity, planned_members
+from watchdog.config import Config
+from watchdog.diagnose import ProbeHistory
+from watchdog.gpu_state import GpuMark
+from watchdog.host_probe import mem_total
+from watchdog.journal import Journal
+from watchdog.model import ContainerSnapshot, ContainerState, Decision, Diagnosis, NoteKind, ProbeStatus
+from watchdog.model import Verdict as HealVerdict
+from watchdog.own_actions import OwnActionWindows
+from watchdog.router import (
+    CALLBACK_MODULE,
+    ROTATION_FILE,
+    RouterDeployment,
+    RouterTemplate,
+    TemplateError,
+    api_bases_in,
+    deployment_set,
+    dump_config,
+    parse_template,
+    render_config,
+    rotation,
+    rotation_document,
+    router_deployments,
+    unreachable,
+)
+
+PROXY_TARGET = "litellm-proxy"  # the prober's key for the proxy's liveness endpoint
+PROXY_HEALTH_PATH = "/health/liveliness"
+META_PROXY_SET = "litellm_proxy_set"
+CALLBACK_SOURCE = Path(__file__).resolve().parents[1] / "litellm" / f"{CALLBACK_MODULE}.py"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Readers (the proxy, the callback) see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_if_changed(path: Path, text: str, keep_previous: bool = False) -> bool:
+    """False, and the file untouched (mtime too), when it already holds `text`."""
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+        if keep_previous:
+            shutil.copyfile(path, path.with_name(path.name + ".previous"))
+    except FileNotFoundError:
+        pass
+    write_atomic(path, text)
+    return True
+
+
+def install_callback(out_path: Path, template_path: Path) -> None:
+    """LiteLLM loads `module.instance` callbacks from the directory of its config file."""
+    target = out_path.with_name(f"{CALLBACK_MODULE}.py")
+    source = template_path.with_name(f"{CALLBACK_MODULE}.py")
+    if not source.is_file():
+        source = CALLBACK_SOURCE
+    if source.resolve() == target.resolve():
+        return
+    write_if_changed(target, source.read_text(encoding="utf-8"))
+
+
+def given_up_names(decisions: Sequence[Decision]) -> set[str]:
+    return {d.fault.container for d in decisions if d.verdict in (HealVerdict.GIVE_UP, HealVerdict.GIVEN_UP)}
+
+
+def why_not_serving(diagnosis: Diagnosis, decisions: Sequence[Decision], held: Mapping[str, str]) -> dict[str, str]:
+    """Container ID -> a short reason, for rotation log lines and status."""
+    reasons: dict[str, str] = {}
+    for note in diagnosis.notes:
+        reasons[note.container_id] = note.kind.value
+    for fault in diagnosis.faults:
+        reasons[fault.container_id] = f"{fault.kind.value}: {fault.reason}"
+    for decision in decisions:
+        if decision.verdict in (HealVerdict.GIVE_UP, HealVerdict.GIVEN_UP):
+            reasons[decision.fault.container_id] = "given up"
+    for container_id, why in held.items():
+        reasons[container_id] = f"held: {why}"
+    return reasons
+
+
+@dataclass
+class ProxyRestart:
+    deployments: list[list[str]]
+    started_at: float
+    future: Future[str]
+
+
+class RouterSync:
+    """One per daemon. `cycle()` after each diagnosis; `view()` for status."""
+
+    def __init__(
+        self,
+        config: Config,
+        journal: Journal,
+        client: docker.DockerClient,
+        executor: Executor,
+        own: OwnActionWindows,
+        wake: Callable[[], None],
+        clock: Callable[[], float] = time.time,
+        host_total: Callable[[], int | None] = mem_total,
+    ) -> None:
+        self.config = config
+        self.journal = journal
+        self.client = client
+        self.executor = executor
+        self.own = own
+        self.wake = wake
+        self.clock = clock
+        self.host_total = host_total()
+        self.plan: CapacityPlan | None = None
+        self._plan_key: tuple[Any, ...] | None = None
+        self._template: RouterTemplate | None = None
+        self._template_key: tuple[int, int] | None = None
+        self._said: dict[str, str] = {}  # topic -> last message logged (each problem once)
+        self._rotation: dict[str, bool] = {}
+        self._api_bases: dict[str, str] = {}  # deployment id -> api_base last seen
+        self._rotation_view: dict[str, dict[str, Any]] = {}
+        self._restart: ProxyRestart | None = None
+        self._proxy_up: bool | None = None
+        self.errors = 0
+
+    def apply_config(self, config: Config) -> None:
+        self.config = config
+        self._template_key = None  # re-read: the path may have changed
+
+    # -- paths ---------------------------------------------------------------
+
+    @property
+    def out_path(self) -> Path:
+        return Path(self.config.litellm.out)
+
+    @property
+    def rotation_path(self) -> Path:
+        return self.out_path.with_name(ROTATION_FILE)
+
+    # -- the cycle -------------------------------------------------------------
+
+    def cycle(
+        self,
+        containers: Sequence[ContainerSnapshot],
+        diagnosis: Diagnosis,
+        decisions: Sequence[Decision],
+        held: Mapping[str, str],
+        marks: Mapping[str, GpuMark],
+        histories: Mapping[str, ProbeHistory],
+        now: float,
+    ) -> None:
+        """Never raises: the router must not stop the healing."""
+        try:
+            stopped = {n.container_id for n in diagnosis.notes if n.kind == NoteKind.DELIBERATE_STOP}
+            members = planned_members(containers, marks, given_up_names(decisions), stopped)
+            plan = plan_capacity(members, self.config.capacity, self.host_total)
+            self._track_plan(plan, now)
+            if not self.config.litellm.enabled:
+                return
+            if not self._api_bases:
+                self._api_bases = self._api_bases_on_disk()
+            deployments = router_deployments(containers, plan, self._api_bases)
+            self._api_bases.update({d.id: d.api_base for d in deployments})
+            self._write_rotation(deployments, containers, diagnosis, decisions, held, histories, now)
+            self._write_config(deployments, plan, now)
+            self._watch_proxy(histories.get(PROXY_TARGET), now)
+        except Exception as exc:  # logged and counted; the next cycle tries again
+            self.errors += 1
+            logger.exception("router sync failed ({} so far): {}", self.errors, exc)
+
+    def _say(self, topic: str, message: str, level: str = "ERROR", journal_kind: str | None = None) -> None:
+        """Log (and journal) a problem once until it changes or clears."""
+        if self._said.get(topic) == message:
+            return
+        self._said[topic] = message
+        logger.log(level, message)
+        if journal_kind:
+            self.journal.record(journal_kind, message, ts=self.clock())
+
+    def _clear(self, topic: str, message: str | None = None) -> None:
+        if self._said.pop(topic, None) is not None and message:
+            logger.info(message)
+
+    def _track_plan(self, plan: CapacityPlan, now: float) -> None:
+        """Recomputed every cycle (pure, cheap); said when the capacity really changes."""
+        key = (
+            plan.verdict,
+            plan.serving_gpus,
+            tuple((d.name, d.rpm, d.max_parallel_requests) for d in plan.deployments),
+            plan.global_max_parallel_requests,
+            plan.memory.fits,
+        )
+        previous, self.plan = self._plan_key, plan
+        if key == previous:
+            return
+        self._plan_key = key
+        first = previous is None
+        text = f"capacity plan{' (start)' if first else ' changed'}: {plan.text}"
+        if plan.verdict != Verdict.OK or not plan.memory.fits:
+            warning = text if plan.verdict != Verdict.OK else f"{text}; {plan.memory.text}"
+            logger.bind(verdict=plan.verdict.value).warning("{}", warning)
+        else:
+            logger.bind(verdict=plan.verdict.value).info("{}", text)
+        if first and plan.verdict == Verdict.OK and plan.memory.fits:
+            return  # a healthy start needs no journal line
+        self.journal.record(
+            "capacity",
+            text if plan.memory.fits else f"{text}; {plan.memory.text}",
+            ts=now,
+            detail={"verdict": plan.verdict.value, "serving_gpus": plan.serving_gpus},
+        )
+
+    # -- rotation --------------------------------------------------------------
+
+    def _write_rotation(
+        self,
+        deployments: Sequence[RouterDeployment],
+        containers: Sequence[ContainerSnapshot],
+        diagnosis: Diagnosis,
+        decisions: Sequence[Decision],
+        held: Mapping[str, str],
+        histories: Mapping[str, ProbeHistory],
+        now: float,
+    ) -> None:
+        ready = set(diagnosis.ready) - set(held)
+        # Not probed yet in this life, no fault, no note (a watchdog start, not a restart, which
+        # is "starting"): keep what it was, and in at first sight, as LiteLLM alone would route it.
+        was_out = {d.container for d in deployments if self._rotation.get(d.id) is False}
+        unjudged = {
+            c.id
+            for c in containers
+            if c.name not in was_out
+            and c.state == ContainerState.RUNNING
+            and not (histories.get(c.id) and histories[c.id].results)
+        }
+        why_not = why_not_serving(diagnosis, decisions, held)
+        entries = rotation(deployments, containers, ready, why_not, unjudged)
+        document = rotation_document(entries, now, self.config.litellm.stale_after, self.config.litellm.all_down)
+        try:
+            write_atomic(self.rotation_path, json.dumps(document, indent=1))
+            self._clear("rotation-write", f"rotation file {self.rotation_path} writable again")
+        except OSError as exc:
+            self._say(
+                "rotation-write",
+                f"cannot write the rotation file {self.rotation_path} ({exc.strerror}): the proxy falls back to "
+                f"LiteLLM's own routing after {self.config.litellm.stale_after:g} s; fix litellm.out's directory",
+                journal_kind="router-error",
+            )
+        current = {e.id: e.in_rotation for e in entries}
+        for entry in entries:
+            before = self._rotation.get(entry.id)
+            if before == entry.in_rotation or (before is None and entry.in_rotation):
+                continue
+            log = logger.bind(container=entry.container, deployment=entry.id)
+            if entry.in_rotation:
+                log.info("{} back in rotation", entry.id)
+                self.journal.record("rotation-in", f"{entry.id} back in rotation", ts=now, container=entry.container)
+            else:
+                log.warning("{} out of rotation: {}", entry.id, entry.reason)
+                self.journal.record(
+                    "rotation-out", f"{entry.id} out of rotation: {entry.reason}", ts=now, container=entry.container
+                )
+        self._rotation = current
+        self._rotation_view = {
+            e.id: {"container": e.container, "in": e.in_rotation, "reason": e.reason} for e in entries
+        }
+
+    # -- config and proxy --------------------------------------------------------
+
+    def load_template(self) -> RouterTemplate | None:
+        """Re-read when the file changes; a bad template is said once, the last good one kept."""
+        path = Path(self.config.litellm.template)
+        try:
+            stat = path.stat()
+            key = (stat.st_mtime_ns, stat.st_size)
+            if key == self._template_key:
+                return self._template
+            self._template_key = key
+            self._template = parse_template(path.read_text(encoding="utf-8"), str(path))
+            self._clear("template", f"litellm template {path} is valid again")
+        except TemplateError as exc:
+            self._say(
+                "template", f"{exc} (config not re-rendered; the rotation still works)", journal_kind="router-error"
+            )
+        except (OSError, UnicodeDecodeError) as exc:
+            self._template_key = None
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+            self._say(
+                "template",
+                f"cannot read litellm template {path} ({why}); set litellm.template (config not re-rendered)",
+                journal_kind="router-error",
+            )
+        return self._template
+
+    def _api_bases_on_disk(self) -> dict[str, str]:
+        try:
+            return api_bases_in(self.out_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            return {}
+
+    def _write_config(self, deployments: Sequence[RouterDeployment], plan: CapacityPlan, now: float) -> None:
+        template = self.load_template()
+        if template is None:
+            return
+        missing = unreachable(deployments, plan)
+        if missing:
+            self._say(
+                "unreachable",
+                f"no URL for {', '.join(missing)}: not in the LiteLLM config; publish its port or set the label "
+                f"{self.config.label_prefix}.api-base",
+                level="WARNING",
+            )
+        else:
+            self._clear("unreachable")
+        text = dump_config(render_config(template, deployments, plan), self.config.litellm.template, ROTATION_FILE)
+        try:
+            install_callback(self.out_path, Path(self.config.litellm.template))
+            if write_if_changed(self.out_path, text, keep_previous=True):
+                logger.info("LiteLLM config {} rewritten ({} deployment(s))", self.out_path, len(deployments))
+            self._clear("config-write")
+        except OSError as exc:
+            self._say(
+                "config-write",
+                f"cannot write the LiteLLM config {self.out_path} ({exc.strerror}); fix litellm.out",
+                journal_kind="router-error",
+            )
+            return
+        self._sync_proxy(deployment_set(deployments), now)
+
+    def _sync_proxy(self, wanted: list[list[str]], now: float) -> None:
+        """Restart the proxy only when its set of deployments really changes (a restart is an outage)."""
+        if self._restart is not None:
+            if not self._restart.future.done():
+                return
+            self._finish_restart(self._restart, now)
+            self._restart = None
+        stored = self.journal.get_meta(META_PROXY_SET)
+        if stored is None:
+            # First run with this state: assume the proxy already serves the file as it now stands.
+            self.journal.set_meta(META_PROXY_SET, json.dumps(wanted))
+            return
+        if json.loads(stored) == wanted:
+            self._clear("proxy-restart-needed")
+            return
+        settings = self.config.litellm
+        if not settings.proxy_container and not settings.restart_command:
+            self._say(
+                "proxy-restart-needed",
+                f"the fleet's deployments changed: restart the LiteLLM proxy to load {self.out_path} "
+                "(or set litellm.proxy_container / litellm.restart_command)",
+                level="WARNING",
+                journal_kind="router-error",
+            )
+            return
+        logger.warning("the fleet's deployments changed: restarting the LiteLLM proxy to load {}", self.out_path)
+        self._restart = ProxyRestart(wanted, now, self.executor.submit(self._restart_proxy))
+
+    def _restart_proxy(self) -> str:
+        """On a worker thread: restart, then wait until the proxy answers (it re-reads its config)."""
+        settings = self.config.litellm
+        started = time.monotonic()
+        try:
+            if settings.proxy_container:
+                container_id = self.client.api.inspect_container(settings.proxy_container)["Id"]
+                at = self.clock()
+                self.own.open(container_id, at)
+                try:
+                    self.client.api.restart(settings.proxy_container, timeout=10)
+                finally:
+                    self.own.close(container_id, at, self.clock())
+            elif settings.restart_command:
+                done = subprocess.run(
+                    list(settings.restart_command), capture_output=True, text=True, timeout=settings.restart_timeout
+                )
+                if done.returncode != 0:
+                    tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
+                    return f"failed: {' '.join(settings.restart_command)} exited {done.returncode} {tail[0]}".strip()
+        except Exception as exc:  # engine, OS or subprocess errors alike: reported, retried next cycle
+            return f"failed: {type(exc).__name__}: {exc}"
+        if settings.proxy_url is None:
+            return "ok"
+        deadline = started + settings.restart_timeout
+        url = settings.proxy_url + PROXY_HEALTH_PATH
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url, timeout=2, trust_env=False).status_code == 200:
+                    return f"ok (answering after {time.monotonic() - started:.1f} s)"
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        return f"failed: not answering at {url} {settings.restart_timeout:g} s after the restart"
+
+    def _finish_restart(self, job: ProxyRestart, now: float) -> None:
+        try:
+            outcome = job.future.result()
+        except Exception as exc:  # the worker's own bug: reported, retried next cycle
+            outcome = f"failed: {type(exc).__name__}: {exc}"
+        if outcome.startswith("ok"):
+            self.journal.set_meta(META_PROXY_SET, json.dumps(job.deployments))
+            self._clear("proxy-restart")
+            logger.info("LiteLLM proxy restarted with {}: {}", self.out_path, outcome)
+            self.journal.record(
+                "proxy-restart", f"LiteLLM proxy restarted: {outcome}", ts=now, duration=now - job.started_at
+            )
+            return
+        where = self.config.litellm.proxy_container or " ".join(self.config.litellm.restart_command or ())
+        self._say(
+            "proxy-restart",
+            f"LiteLLM proxy restart to load {self.out_path} {outcome}: it may reject the config (see its log: "
+            f"{where}); the previous config is {self.out_path}.previous; retrying next cycle",
+            journal_kind="proxy-restart-failed",
+        )
+
+    def _watch_proxy(self, history: ProbeHistory | None, now: float) -> None:
+        if history is None or not history.results:
+            return
+        latest = history.results[-1]
+        up = latest.status == ProbeStatus.OK
+        if up == self._proxy_up:
+            return
+        first = self._proxy_up is None
+        self._proxy_up = up
+        url = self.config.litellm.proxy_url
+        if up:
+            if not first:
+                logger.info("LiteLLM proxy at {} answers again", url)
+                self.journal.record("proxy-up", f"LiteLLM proxy at {url} answers again", ts=now)
+            return
+        message = (
+            f"LiteLLM proxy at {url} is down ({latest.detail}): clients get no answers; the rotation file is "
+            "still kept and containers are still healed"
+        )
+        logger.error(message)
+        self.journal.record("proxy-down", message, ts=now)
+
+    def view(self) -> dict[str, Any]:
+        """For `gpu-watchdog status`."""
+        plan = self.plan
+        return {
+            "plan": plan.text if plan else None,
+            "verdict": plan.verdict.value if plan else None,
+            "memory": plan.memory.text if plan else None,
+            "litellm": None
+            if not self.config.litellm.enabled
+            else {
+                "config": str(self.out_path),
+                "rotation": self._rotation_view,
+                "proxy_up": self._proxy_up,
+                "restarting_proxy": self._restart is not None,
+                "problems": sorted(self._said.values()),
+            },
+        }
