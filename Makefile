@@ -4,7 +4,7 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 export COMPOSE_BAKE := false
 
-.PHONY: help venv fake-nvml engine images lint unit integration test test-real-gpu run bench clean
+.PHONY: help venv fake-nvml engine images litellm-proxy lint unit integration test test-real-gpu run bench clean
 
 help:
 	@echo "make run    - run the watchdog daemon on this host (gpu-watchdog --daemon)"
@@ -31,19 +31,23 @@ engine:
 images: engine
 	bash scripts/build-images.sh
 
+# The pinned LiteLLM proxy in its own venv (.venv-litellm): the router tests run the real one.
+litellm-proxy:
+	bash scripts/ensure-litellm.sh
+
 lint: venv
-	$(VENV)/bin/ruff check watchdog tests bench compose
-	$(VENV)/bin/ruff format --check watchdog tests bench compose
+	$(VENV)/bin/ruff check watchdog tests bench compose litellm scripts
+	$(VENV)/bin/ruff format --check watchdog tests bench compose litellm scripts
 	$(VENV)/bin/mypy
 
 unit: venv fake-nvml
 	$(VENV)/bin/pytest tests/unit -q -m "not real_gpu"
 
-integration: venv fake-nvml images
+integration: venv fake-nvml images litellm-proxy
 	$(VENV)/bin/pytest tests/integration tests/test_packaging.py
 
 # Tests marked real_gpu need an NVIDIA GPU; CI has none, so they are deselected here (see test-real-gpu).
-test: venv fake-nvml images lint
+test: venv fake-nvml images litellm-proxy lint
 	$(VENV)/bin/pytest tests -m "not real_gpu"
 
 test-real-gpu: venv
@@ -52,12 +56,13 @@ test-real-gpu: venv
 run: venv
 	$(VENV)/bin/gpu-watchdog --daemon
 
-bench: venv images
+bench: venv images litellm-proxy
 	$(PY) bench/detect_latency.py
 	$(PY) bench/cycle_time.py
 	$(PY) bench/idle_cost.py
 	$(PY) bench/gpu_probe.py
 	$(PY) bench/zero_vram.py
+	$(PY) bench/litellm_failover.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info tests/fake_nvml/build
+	rm -rf $(VENV) .venv-litellm .pytest_cache .mypy_cache .ruff_cache *.egg-info tests/fake_nvml/build

@@ -27,9 +27,7 @@ def accepted_keys() -> dict[str, object]:
         params.add("max_parallel_requests")
     # The proxy setattr()s each litellm_settings key on the module: only existing settings do anything.
     settings = sorted(
-        k
-        for k, v in vars(litellm).items()
-        if not k.startswith("_") and not callable(v) and not inspect.ismodule(v)
+        k for k, v in vars(litellm).items() if not k.startswith("_") and not callable(v) and not inspect.ismodule(v)
     )
     return {
         "litellm_version": version("litellm"),

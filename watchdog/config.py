@@ -228,6 +228,11 @@ def parse_config(data: Mapping[str, Any] | None) -> Config:
             f"config: probe_timeout={config.probe_timeout} is over 4x poll_interval={config.poll_interval}; "
             "lower probe_timeout or raise poll_interval"
         )
+    if config.litellm.stale_after < 2 * config.poll_interval:
+        raise ConfigError(
+            f"config: litellm.stale_after={config.litellm.stale_after:g} must be at least 2x poll_interval="
+            f"{config.poll_interval:g} (the rotation file is rewritten every poll); raise it"
+        )
     if config.breaker.backoff_max < config.breaker.backoff_initial:
         raise ConfigError("config: breaker.backoff_max must be >= breaker.backoff_initial")
     return config

@@ -36,6 +36,7 @@ from watchdog.gpu_supervisor import GpuCycle, GpuSupervisor
 from watchdog.host_probe import mem_available
 from watchdog.http_probe import Prober
 from watchdog.journal import Journal
+from watchdog.memory_limits import MemoryLimitSync
 from watchdog.model import (
     ContainerMemory,
     ContainerSnapshot,
@@ -126,6 +127,12 @@ class Watchdog:
         self.last_cycle_at: float | None = None
         self.state_dir: Path = journal.path.parent
         self.gpu = GpuSupervisor(config, journal, self.client, self.executor, self.own, self.wake.set, clock, nvml)
+        self.memory_limits = MemoryLimitSync(
+            self.client, journal, lambda: self.config.capacity, dry_run=lambda: self.config.dry_run
+        )
+        # Its own thread: reading usage (docker stats) can take a second per container.
+        self._limits_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="limits")
+        self._limits_job: Future[object] | None = None
         self.router = RouterSync(config, journal, self.client, self.executor, self.own, self.wake.set, clock)
         self._load_memory()
 
@@ -322,6 +329,7 @@ class Watchdog:
         decisions = plan(diagnosis.faults, by_id, breakers, set(self.in_flight), capacity, self.config, now, gpu.held)
         self._act(decisions, by_id, now)
         self.router.cycle(containers, diagnosis, decisions, gpu.held, self.gpu.marks, histories, now)
+        self._sync_memory_limits(containers, now)
         if self.config.litellm.enabled:
             # A backend out of rotation is probed faster: back in rotation the moment it answers.
             out = {c.id for c in containers if c.managed and c.spec and c.spec.model and c.id not in diagnosis.ready}
@@ -335,6 +343,13 @@ class Watchdog:
         result.containers, result.diagnosis, result.decisions = containers, diagnosis, decisions
         result.duration = time.monotonic() - started
         return result
+
+    def _sync_memory_limits(self, containers: list[ContainerSnapshot], now: float) -> None:
+        """Off the loop's thread, one pass at a time; the sync never raises."""
+        if self.config.capacity.memory_limits == "off":
+            return
+        if self._limits_job is None or self._limits_job.done():
+            self._limits_job = self._limits_executor.submit(self.memory_limits.sync, containers, now)
 
     def _engine_down(self, why: str) -> None:
         now = self.clock()
@@ -624,5 +639,6 @@ class Watchdog:
                     "restart of {} still running at shutdown: it is reconciled at the next start", job.container
                 )
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self._limits_executor.shutdown(wait=False, cancel_futures=True)
         self.prober.close()
         self.gpu.stop()

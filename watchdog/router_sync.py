@@ -345,7 +345,8 @@ class RouterSync:
         text = dump_config(render_config(template, deployments, plan), self.config.litellm.template, ROTATION_FILE)
         try:
             install_callback(self.out_path, Path(self.config.litellm.template))
-            if write_if_changed(self.out_path, text, keep_previous=True):
+            written = write_if_changed(self.out_path, text, keep_previous=True)
+            if written:
                 logger.info("LiteLLM config {} rewritten ({} deployment(s))", self.out_path, len(deployments))
             self._clear("config-write")
         except OSError as exc:
@@ -355,9 +356,9 @@ class RouterSync:
                 journal_kind="router-error",
             )
             return
-        self._sync_proxy(deployment_set(deployments), now)
+        self._sync_proxy(deployment_set(deployments), written, now)
 
-    def _sync_proxy(self, wanted: list[list[str]], now: float) -> None:
+    def _sync_proxy(self, wanted: list[list[str]], written: bool, now: float) -> None:
         """Restart the proxy only when its set of deployments really changes (a restart is an outage)."""
         if self._restart is not None:
             if not self._restart.future.done():
@@ -365,11 +366,11 @@ class RouterSync:
             self._finish_restart(self._restart, now)
             self._restart = None
         stored = self.journal.get_meta(META_PROXY_SET)
-        if stored is None:
-            # First run with this state: assume the proxy already serves the file as it now stands.
+        if stored is None and not written:
+            # First run with this state, file as it was: assume the proxy already serves it.
             self.journal.set_meta(META_PROXY_SET, json.dumps(wanted))
             return
-        if json.loads(stored) == wanted:
+        if stored is not None and json.loads(stored) == wanted:
             self._clear("proxy-restart-needed")
             return
         settings = self.config.litellm

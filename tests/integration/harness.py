@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,6 +40,13 @@ FAST_CONFIG: dict[str, Any] = {
     "log_format": "json",
     "breaker": {"max_restarts": 3, "window": 120, "backoff_initial": 1, "backoff_max": 2, "cooldown": 600},
 }
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the kernel picks; a tiny race is acceptable in tests)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
@@ -73,6 +81,7 @@ class Fleet:
         healthcheck: dict[str, Any] | None = None,
         restart_policy: str | None = None,
         endpoint: bool = True,
+        host_port: int | None = None,
         **label_values: str,
     ) -> Any:
         full = f"gwt-{RUN_ID}-{name}"
@@ -86,7 +95,8 @@ class Fleet:
             name=full,
             labels=all_labels,
             environment={"LOAD_SECONDS": "0.5", "MODEL_NAME": name, **(env or {})},
-            ports={"8080/tcp": ("127.0.0.1", None)},
+            # A fixed host port survives `docker restart` (an ephemeral one may not): the router needs that.
+            ports={"8080/tcp": ("127.0.0.1", host_port)},
             healthcheck=healthcheck,
             restart_policy={"Name": restart_policy} if restart_policy else None,
         )

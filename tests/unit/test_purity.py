@@ -20,6 +20,7 @@ PURE = [
     "watchdog.gpu_state",
     "watchdog.xid",
     "watchdog.capacity",
+    "watchdog.router",
 ]
 FORBIDDEN = ["docker", "httpx", "sqlite3", "_sqlite3", "socket", "_socket", "requests", "urllib3", "ssl"]
 

@@ -1,0 +1,80 @@
+"""A real LiteLLM proxy for the tests: installed by scripts/ensure-litellm.sh, run on 127.0.0.1.
+
+Also a restart command for the watchdog (`litellm.restart_command`), the way an
+operator's `systemctl restart litellm` would be:
+    python -m tests.integration.litellm_proxy restart PIDFILE CONFIG PORT LOG
+It stops the proxy whose PID is in PIDFILE and starts a new one detached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+LITELLM_VENV = ROOT / ".venv-litellm"
+LITELLM_BIN = LITELLM_VENV / "bin" / "litellm"
+MASTER_KEY = "sk-gpu-watchdog-change-me"  # the shipped template's
+
+
+def ensure_installed() -> None:
+    """The pinned proxy in its own venv; installed here if `make test` has not done it."""
+    subprocess.run(["bash", str(ROOT / "scripts" / "ensure-litellm.sh")], check=True)
+
+
+def start(config: Path, port: int, log: Path) -> int:
+    """Start the proxy detached (own session); returns its PID."""
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1"}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [str(LITELLM_BIN), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            cwd=config.parent,
+        )
+    return proc.pid
+
+
+def stop(pid: int, timeout: float = 15) -> None:
+    """SIGTERM, then SIGKILL; only ever the PID this module started."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                finished, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # not our child (started by the restart command): poll its existence
+                os.kill(pid, 0)
+                finished = 0
+            if finished == pid:
+                return
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+
+
+def live(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=1, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def restart(pidfile: Path, config: Path, port: int, log: Path) -> None:
+    if pidfile.exists():
+        stop(int(pidfile.read_text()))
+    pidfile.write_text(str(start(config, port, log)))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 6 or sys.argv[1] != "restart":
+        sys.exit("usage: python -m tests.integration.litellm_proxy restart PIDFILE CONFIG PORT LOG")
+    restart(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5]))
