@@ -52,6 +52,7 @@ from watchdog.router import (
 PROXY_TARGET = "litellm-proxy"  # the prober's key for the proxy's liveness endpoint
 PROXY_HEALTH_PATH = "/health/liveliness"
 META_PROXY_SET = "litellm_proxy_set"
+RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX = 30.0, 300.0
 CALLBACK_SOURCE = Path(__file__).resolve().parents[1] / "litellm" / f"{CALLBACK_MODULE}.py"
 
 
@@ -151,6 +152,9 @@ class RouterSync:
         self._rotation_view: dict[str, dict[str, Any]] = {}
         self._restart: ProxyRestart | None = None
         self._proxy_up: bool | None = None
+        self._restart_owed = False  # the proxy has not loaded the current set yet
+        self._restart_retry_at = 0.0
+        self._restart_backoff = RESTART_BACKOFF_INITIAL
         self.errors = 0
 
     def apply_config(self, config: Config) -> None:
@@ -366,13 +370,16 @@ class RouterSync:
             self._finish_restart(self._restart, now)
             self._restart = None
         stored = self.journal.get_meta(META_PROXY_SET)
-        if stored is None and not written:
-            # First run with this state, file as it was: assume the proxy already serves it.
-            self.journal.set_meta(META_PROXY_SET, json.dumps(wanted))
-            return
         if stored is not None and json.loads(stored) == wanted:
             self._clear("proxy-restart-needed")
             return
+        if stored is None and not written and not self._restart_owed:
+            # First run with this state, file as it was: assume the proxy already serves it.
+            self.journal.set_meta(META_PROXY_SET, json.dumps(wanted))
+            return
+        self._restart_owed = True
+        if now < self._restart_retry_at:
+            return  # a failed restart is retried with backoff: each attempt is an outage
         settings = self.config.litellm
         if not settings.proxy_container and not settings.restart_command:
             self._say(
@@ -427,6 +434,8 @@ class RouterSync:
         except Exception as exc:  # the worker's own bug: reported, retried next cycle
             outcome = f"failed: {type(exc).__name__}: {exc}"
         if outcome.startswith("ok"):
+            self._restart_owed = False
+            self._restart_backoff = RESTART_BACKOFF_INITIAL
             self.journal.set_meta(META_PROXY_SET, json.dumps(job.deployments))
             self._clear("proxy-restart")
             logger.info("LiteLLM proxy restarted with {}: {}", self.out_path, outcome)
@@ -435,12 +444,14 @@ class RouterSync:
             )
             return
         where = self.config.litellm.proxy_container or " ".join(self.config.litellm.restart_command or ())
+        self._restart_retry_at = now + self._restart_backoff
         self._say(
             "proxy-restart",
             f"LiteLLM proxy restart to load {self.out_path} {outcome}: it may reject the config (see its log: "
-            f"{where}); the previous config is {self.out_path}.previous; retrying next cycle",
+            f"{where}); the previous config is {self.out_path}.previous; retrying in {self._restart_backoff:.0f} s",
             journal_kind="proxy-restart-failed",
         )
+        self._restart_backoff = min(self._restart_backoff * 2, RESTART_BACKOFF_MAX)
 
     def _watch_proxy(self, history: ProbeHistory | None, now: float) -> None:
         if history is None or not history.results:

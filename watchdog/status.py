@@ -143,6 +143,7 @@ def build_status(
     gpu_view = (daemon or {}).get("gpu") or {}
     return {
         "now": now,
+        "router": (daemon or {}).get("router"),
         "gpu": {
             "nvml": gpu_view.get("nvml", "unknown (daemon not running)"),
             "detail": gpu_view.get("detail", ""),
@@ -234,7 +235,27 @@ def render_table(doc: dict[str, Any]) -> str:
     if details:
         lines += ["", *details]
     lines += ["", *render_gpus(doc.get("gpu") or {}, now)]
+    lines += render_router(doc.get("router"))
     return "\n".join(lines)
+
+
+def render_router(router: dict[str, Any] | None) -> list[str]:
+    """The capacity verdict and, with the LiteLLM sync on, what is out of rotation and why."""
+    if not router:
+        return []
+    lines = ["", f"capacity: {router.get('plan')}"]
+    litellm = router.get("litellm")
+    if litellm:
+        rotation: dict[str, Any] = litellm.get("rotation") or {}
+        out = {k: v for k, v in rotation.items() if not v.get("in")}
+        proxy = {True: "up", False: "DOWN", None: "not watched"}[litellm.get("proxy_up")]
+        lines.append(
+            f"router: {litellm.get('config')}, {len(rotation) - len(out)}/{len(rotation)} deployment(s) in rotation, "
+            f"proxy {proxy}"
+        )
+        lines.extend(f"  out: {ident}: {entry.get('reason')}" for ident, entry in sorted(out.items()))
+        lines.extend(f"  problem: {problem}" for problem in litellm.get("problems") or [])
+    return lines
 
 
 def _columns(table: Sequence[Sequence[str]]) -> list[str]:

@@ -246,6 +246,13 @@ def test_bad_template_proxy_down_and_failed_restart_do_not_stop_healing(
     assert "health_check_interval" in daemon.entries(kind="router-error")[0]["reason"]
     assert (out.parent / "rotation.json").exists()  # the rotation works without a valid template
 
+    def status_with_router() -> str | None:
+        text = daemon.cli("status").stdout
+        return text if "proxy DOWN" in text else None
+
+    status = wait_for(status_with_router, 10, "the router in status")
+    assert "1/1 deployment(s) in rotation" in status and "problem: litellm template" in status
+
     # Fix the template; a new backend changes the set; the restart command fails: said once, healing goes on.
     bad.write_text(TEMPLATE.read_text())
     fleet.start("a1", gpu="1", role="chat", model="qwen", host_port=free_port())

@@ -1,0 +1,156 @@
+"""RouterSync on real files and a real journal: replanning, rotation writes, proxy-restart decisions."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from watchdog.config import Config, parse_config
+from watchdog.diagnose import ProbeHistory
+from watchdog.journal import Journal
+from watchdog.model import (
+    ContainerSnapshot,
+    ContainerSpec,
+    ContainerState,
+    Decision,
+    Diagnosis,
+    Fault,
+    FaultKind,
+    Note,
+    NoteKind,
+    ProbeResult,
+    ProbeStatus,
+    Verdict,
+)
+from watchdog.own_actions import OwnActionWindows
+from watchdog.router_sync import META_PROXY_SET, RouterSync
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class InlineExecutor:
+    """Runs submitted work at once: the restart's outcome is there on the next cycle."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def submit(self, fn: Any, *args: Any) -> Future[Any]:
+        self.calls += 1
+        future: Future[Any] = Future()
+        future.set_result(fn(*args))
+        return future
+
+
+def snapshot(i: int, state: ContainerState = ContainerState.RUNNING) -> ContainerSnapshot:
+    return ContainerSnapshot(
+        id=f"id{i}",
+        name=f"llm-{i}",
+        state=state,
+        spec=ContainerSpec(role="chat", model="qwen"),
+        endpoint=f"http://127.0.0.1:{18000 + i}/health" if state == ContainerState.RUNNING else None,
+        gpus=(str(i),),
+    )
+
+
+def make(tmp_path: Path, **litellm: Any) -> tuple[RouterSync, Journal, InlineExecutor]:
+    settings = {"enabled": True, "template": str(ROOT / "litellm" / "config.template.yaml")}
+    settings["out"] = str(tmp_path / "out" / "config.yaml")
+    settings.update(litellm)
+    config: Config = parse_config({"capacity": {"rpm_per_gpu": [4, 4], "target_rpm": 12}, "litellm": settings})
+    journal = Journal.in_dir(tmp_path / "state")
+    executor = InlineExecutor()
+    sync = RouterSync(config, journal, None, executor, OwnActionWindows(), lambda: None, lambda: 1000.0, lambda: None)  # type: ignore[arg-type]
+    return sync, journal, executor
+
+
+def ok_history() -> ProbeHistory:
+    return ProbeHistory((ProbeResult(999.0, ProbeStatus.OK, "HTTP 200"),), 999.0)
+
+
+def test_given_up_container_replans_with_a_warning_and_leaves_the_config(tmp_path: Path) -> None:
+    sync, journal, _ = make(tmp_path)
+    fleet = [snapshot(i) for i in range(4)]
+    ready = Diagnosis(ready=frozenset(c.id for c in fleet))
+    histories = {c.id: ok_history() for c in fleet}
+    sync.cycle(fleet, ready, [], {}, {}, histories, 1000.0)
+    assert sync.plan is not None and sync.plan.text.startswith("12 rpm = 75% of 16 rpm")
+    assert journal.entries(kind="capacity") == []  # a healthy start says nothing in the journal
+    config = (tmp_path / "out" / "config.yaml").read_text()
+    assert config.count("model_info") == 4
+
+    fault = Fault("id3", "llm-3", FaultKind.STOPPED, 990.0, "crash loop")
+    crashed = [*fleet[:3], snapshot(3, ContainerState.EXITED)]
+    diagnosis = Diagnosis(faults=(fault,), ready=frozenset({"id0", "id1", "id2"}))
+    sync.cycle(crashed, diagnosis, [Decision(fault, Verdict.GIVEN_UP, "given up")], {}, {}, histories, 1001.0)
+    capacity = journal.entries(kind="capacity")
+    assert len(capacity) == 1 and "12 rpm = 100% of 12 rpm" in capacity[0]["reason"]
+    assert "above the 90% safety margin" in capacity[0]["reason"]
+    assert (tmp_path / "out" / "config.yaml").read_text().count("model_info") == 3
+    rotation = json.loads((tmp_path / "out" / "rotation.json").read_text())
+    assert rotation["out"] == {}  # given up: out of the config, so no longer in the rotation file
+    sync.cycle(crashed, diagnosis, [Decision(fault, Verdict.GIVEN_UP, "given up")], {}, {}, histories, 1002.0)
+    assert len(journal.entries(kind="capacity")) == 1  # said once per change
+
+
+def test_a_crash_changes_the_rotation_not_the_config(tmp_path: Path) -> None:
+    sync, journal, executor = make(tmp_path, restart_command=["true"])
+    fleet = [snapshot(i) for i in range(2)]
+    histories = {c.id: ok_history() for c in fleet}
+    sync.cycle(fleet, Diagnosis(ready=frozenset({"id0", "id1"})), [], {}, {}, histories, 1000.0)
+    config_path = tmp_path / "out" / "config.yaml"
+    before = config_path.stat().st_mtime_ns
+    fault = Fault("id1", "llm-1", FaultKind.STOPPED, 1000.5, "killed")
+    dead = [fleet[0], snapshot(1, ContainerState.EXITED)]
+    sync.cycle(dead, Diagnosis(faults=(fault,), ready=frozenset({"id0"})), [], {}, {}, histories, 1001.0)
+    rotation = json.loads((tmp_path / "out" / "rotation.json").read_text())
+    assert list(rotation["out"]) == ["llm-1.gpu1"] and "killed" in rotation["out"]["llm-1.gpu1"]
+    assert config_path.stat().st_mtime_ns == before  # the stopped container kept its URL
+    assert executor.calls == 1 and journal.entries(kind="rotation-out")  # only the first load
+    restarting = Diagnosis(notes=(Note("id1", NoteKind.STARTING, "starting"),), ready=frozenset({"id0"}))
+    sync.cycle(fleet, restarting, [], {}, {}, {"id0": ok_history(), "id1": ProbeHistory()}, 1002.0)
+    assert "llm-1.gpu1" in json.loads((tmp_path / "out" / "rotation.json").read_text())["out"]
+    sync.cycle(fleet, Diagnosis(ready=frozenset({"id0", "id1"})), [], {}, {}, histories, 1003.0)
+    assert json.loads((tmp_path / "out" / "rotation.json").read_text())["out"] == {}
+    assert journal.entries(kind="rotation-in")
+
+
+def test_a_new_deployment_restarts_the_proxy_once(tmp_path: Path) -> None:
+    sync, journal, executor = make(tmp_path, restart_command=["true"])
+    fleet = [snapshot(i) for i in range(2)]
+    histories = {c.id: ok_history() for c in fleet}
+    ready = Diagnosis(ready=frozenset({"id0", "id1"}))
+    sync.cycle(fleet, ready, [], {}, {}, histories, 1000.0)
+    assert executor.calls == 1  # first run, file written fresh: the proxy must load it
+    sync.cycle(fleet, ready, [], {}, {}, histories, 1001.0)
+    assert executor.calls == 1 and json.loads(journal.get_meta(META_PROXY_SET) or "[]")
+    grown = [*fleet, snapshot(2)]
+    sync.cycle(grown, Diagnosis(ready=frozenset({"id0", "id1", "id2"})), [], {}, {}, histories, 1002.0)
+    sync.cycle(grown, Diagnosis(ready=frozenset({"id0", "id1", "id2"})), [], {}, {}, histories, 1003.0)
+    assert executor.calls == 2 and len(journal.entries(kind="proxy-restart")) == 2
+
+
+def test_failed_restart_is_said_once_and_retried(tmp_path: Path) -> None:
+    sync, journal, executor = make(tmp_path, restart_command=["false"])
+    fleet = [snapshot(0)]
+    ready = Diagnosis(ready=frozenset({"id0"}))
+    for now in (1000.0, 1001.0, 1002.0, 1031.0):
+        sync.cycle(fleet, ready, [], {}, {}, {"id0": ok_history()}, now)
+    failures = journal.entries(kind="proxy-restart-failed")
+    assert (
+        len(failures) == 1 and "exited 1" in failures[0]["reason"] and "config.yaml.previous" in failures[0]["reason"]
+    )
+    assert executor.calls == 2 and journal.get_meta(META_PROXY_SET) is None  # retried after 30 s, not every cycle
+    assert "retrying in 30 s" in failures[0]["reason"]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_disabled_router_writes_nothing_but_still_plans(tmp_path: Path, enabled: bool) -> None:
+    sync, _, _ = make(tmp_path, enabled=enabled)
+    sync.cycle([snapshot(0)], Diagnosis(ready=frozenset({"id0"})), [], {}, {}, {}, 1000.0)
+    assert sync.plan is not None
+    assert (tmp_path / "out" / "rotation.json").exists() is enabled
+    assert (sync.view()["litellm"] is None) is not enabled
