@@ -390,6 +390,7 @@ def litellm_render(obj: Context, out: str | None, template: str | None) -> None:
     from pathlib import Path
 
     from watchdog.capacity import plan_capacity, planned_members
+    from watchdog.files import write_if_changed
     from watchdog.host_probe import mem_total
     from watchdog.router import (
         ROTATION_FILE,
@@ -401,7 +402,7 @@ def litellm_render(obj: Context, out: str | None, template: str | None) -> None:
         router_deployments,
         unreachable,
     )
-    from watchdog.router_sync import install_callback, write_if_changed
+    from watchdog.router_sync import install_callback
 
     config = obj.config
     settings = replace(config.litellm, out=out or config.litellm.out, template=template or config.litellm.template)

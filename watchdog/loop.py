@@ -133,7 +133,7 @@ class Watchdog:
         # Its own thread: reading usage (docker stats) can take a second per container.
         self._limits_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="limits")
         self._limits_job: Future[object] | None = None
-        self.router = RouterSync(config, journal, self.client, self.executor, self.own, self.wake.set, clock)
+        self.router = RouterSync(config, journal, self.client, self.executor, self.own, clock)
         self._load_memory()
 
     # -- start-up ------------------------------------------------------------

@@ -14,10 +14,7 @@ cgroup v2 reclaims and then OOM-kills the model. That is reported, not applied.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -31,6 +28,7 @@ from loguru import logger
 from watchdog.actions import ActionFailed
 from watchdog.capacity import MIB, CapacityPolicy, RoleMemory
 from watchdog.docker_probe import ENGINE_ERRORS
+from watchdog.files import write_if_changed
 from watchdog.journal import Journal
 from watchdog.model import ContainerSnapshot, ContainerState
 from watchdog.units import format_bytes
@@ -343,28 +341,6 @@ def apply_limit(client: docker.DockerClient, container_id: str, mem: int, swap: 
         raise ActionFailed(_one_line(str(exc))) from exc
     warnings = (answer or {}).get("Warnings") if isinstance(answer, dict) else None
     return tuple(str(w) for w in warnings or ())
-
-
-def write_if_changed(path: str | Path, text: str) -> bool:
-    """Atomic write (temp file in the same directory, then rename); False, file untouched, when unchanged."""
-    target = Path(path)
-    with contextlib.suppress(FileNotFoundError, UnicodeDecodeError):
-        if target.read_text(encoding="utf-8") == text:
-            return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return True
 
 
 # -- the sync the loop calls -------------------------------------------------

@@ -8,10 +8,7 @@ is logged, journaled once and retried, and container healing goes on.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
@@ -26,6 +23,7 @@ from loguru import logger
 from watchdog.capacity import CapacityPlan, Verdict, plan_capacity, planned_members
 from watchdog.config import Config
 from watchdog.diagnose import ProbeHistory
+from watchdog.files import write_atomic, write_if_changed
 from watchdog.gpu_state import GpuMark
 from watchdog.host_probe import mem_total
 from watchdog.journal import Journal
@@ -54,33 +52,6 @@ PROXY_HEALTH_PATH = "/health/liveliness"
 META_PROXY_SET = "litellm_proxy_set"
 RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX = 30.0, 300.0
 CALLBACK_SOURCE = Path(__file__).resolve().parents[1] / "litellm" / f"{CALLBACK_MODULE}.py"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Readers (the proxy, the callback) see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_if_changed(path: Path, text: str, keep_previous: bool = False) -> bool:
-    """False, and the file untouched (mtime too), when it already holds `text`."""
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return False
-        if keep_previous:
-            shutil.copyfile(path, path.with_name(path.name + ".previous"))
-    except FileNotFoundError:
-        pass
-    write_atomic(path, text)
-    return True
 
 
 def install_callback(out_path: Path, template_path: Path) -> None:
@@ -130,7 +101,6 @@ class RouterSync:
         client: docker.DockerClient,
         executor: Executor,
         own: OwnActionWindows,
-        wake: Callable[[], None],
         clock: Callable[[], float] = time.time,
         host_total: Callable[[], int | None] = mem_total,
     ) -> None:
@@ -139,7 +109,6 @@ class RouterSync:
         self.client = client
         self.executor = executor
         self.own = own
-        self.wake = wake
         self.clock = clock
         self.host_total = host_total()
         self.plan: CapacityPlan | None = None
@@ -271,7 +240,7 @@ class RouterSync:
         entries = rotation(deployments, containers, ready, why_not, unjudged)
         document = rotation_document(entries, now, self.config.litellm.stale_after, self.config.litellm.all_down)
         try:
-            write_atomic(self.rotation_path, json.dumps(document, indent=1))
+            write_atomic(self.rotation_path, json.dumps(document, indent=1), durable=False)
             self._clear("rotation-write", f"rotation file {self.rotation_path} writable again")
         except OSError as exc:
             self._say(

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from watchdog.capacity import GIB, MIB, CapacityPolicy, RoleMemory
+from watchdog.files import write_if_changed
 from watchdog.journal import Journal
 from watchdog.memory_limits import (
     KIND_APPLIED,
@@ -34,7 +35,6 @@ from watchdog.memory_limits import (
     load_applied,
     plan_memory_limits,
     render_compose_override,
-    write_if_changed,
 )
 from watchdog.model import ContainerSnapshot, ContainerSpec, ContainerState
 

@@ -63,7 +63,7 @@ def make(tmp_path: Path, **litellm: Any) -> tuple[RouterSync, Journal, InlineExe
     config: Config = parse_config({"capacity": {"rpm_per_gpu": [4, 4], "target_rpm": 12}, "litellm": settings})
     journal = Journal.in_dir(tmp_path / "state")
     executor = InlineExecutor()
-    sync = RouterSync(config, journal, None, executor, OwnActionWindows(), lambda: None, lambda: 1000.0, lambda: None)  # type: ignore[arg-type]
+    sync = RouterSync(config, journal, None, executor, OwnActionWindows(), lambda: 1000.0, lambda: None)  # type: ignore[arg-type]
     return sync, journal, executor
 
 
