@@ -33,6 +33,7 @@ from watchdog.own_actions import OwnActionWindows
 from watchdog.router import (
     CALLBACK_MODULE,
     ROTATION_FILE,
+    RotationEntry,
     RouterDeployment,
     RouterTemplate,
     TemplateError,
@@ -118,6 +119,8 @@ class RouterSync:
         self._said: dict[str, str] = {}  # topic -> last message logged (each problem once)
         self._rotation: dict[str, bool] = {}
         self._api_bases: dict[str, str] = {}  # deployment id -> api_base last seen
+        self._names: dict[str, str] = {}  # deployment id -> container name
+        self._loaded: set[str] | None = None  # deployment ids the proxy has loaded (None: not read yet)
         self._rotation_view: dict[str, dict[str, Any]] = {}
         self._restart: ProxyRestart | None = None
         self._proxy_up: bool | None = None
@@ -155,17 +158,27 @@ class RouterSync:
         """Never raises: the router must not stop the healing."""
         try:
             stopped = {n.container_id for n in diagnosis.notes if n.kind == NoteKind.DELIBERATE_STOP}
-            members = planned_members(containers, marks, given_up_names(decisions), stopped)
-            plan = plan_capacity(members, self.config.capacity, self.host_total)
+            given_up = given_up_names(decisions)
+            policy = self.config.capacity
+            plan = plan_capacity(planned_members(containers, marks, given_up, stopped), policy, self.host_total)
             self._track_plan(plan, now)
             if not self.config.litellm.enabled:
                 return
+            # A container stopped on purpose stays in the config, out of rotation: an operator's
+            # `docker stop` for maintenance must not cost a proxy restart (an ~11 s outage).
+            config_plan = (
+                plan_capacity(planned_members(containers, marks, given_up, set()), policy, self.host_total)
+                if stopped
+                else plan
+            )
             if not self._api_bases:
                 self._api_bases = self._api_bases_on_disk()
-            deployments = router_deployments(containers, plan, self._api_bases)
+            deployments = router_deployments(containers, config_plan, self._api_bases)
             self._api_bases.update({d.id: d.api_base for d in deployments})
+            self._names.update({d.id: d.container for d in deployments})
+            self._settle_restart(now)
             self._write_rotation(deployments, containers, diagnosis, decisions, held, histories, now)
-            self._write_config(deployments, plan, now)
+            self._write_config(deployments, config_plan, now)
             self._watch_proxy(histories.get(PROXY_TARGET), now)
         except Exception as exc:  # logged and counted; the next cycle tries again
             self.errors += 1
@@ -238,6 +251,11 @@ class RouterSync:
         }
         why_not = why_not_serving(diagnosis, decisions, held)
         entries = rotation(deployments, containers, ready, why_not, unjudged)
+        # Removed from the config (given up, GPU quarantined) but still loaded in the proxy until it
+        # restarts, or forever without a restart mechanism: denied until then.
+        for ident in sorted(self._loaded_ids() - {d.id for d in deployments}):
+            name = self._names.get(ident, ident)
+            entries.append(RotationEntry(ident, name, "", False, "removed from the config; the proxy still has it"))
         document = rotation_document(entries, now, self.config.litellm.stale_after, self.config.litellm.all_down)
         try:
             write_atomic(self.rotation_path, json.dumps(document, indent=1), durable=False)
@@ -295,6 +313,18 @@ class RouterSync:
             )
         return self._template
 
+    def _loaded_ids(self) -> set[str]:
+        """What the proxy may have loaded: the last confirmed set, plus every config written since."""
+        if self._loaded is None:
+            stored = self.journal.get_meta(META_PROXY_SET)
+            confirmed = {str(entry[0]) for entry in json.loads(stored)} if stored else set()
+            self._loaded = confirmed | set(self._api_bases_on_disk())
+        return self._loaded
+
+    def _set_loaded(self, deployments: list[list[str]]) -> None:
+        self.journal.set_meta(META_PROXY_SET, json.dumps(deployments))
+        self._loaded = {entry[0] for entry in deployments}
+
     def _api_bases_on_disk(self) -> dict[str, str]:
         try:
             return api_bases_in(self.out_path.read_text(encoding="utf-8"))
@@ -320,6 +350,7 @@ class RouterSync:
             install_callback(self.out_path, Path(self.config.litellm.template))
             written = write_if_changed(self.out_path, text, keep_previous=True)
             if written:
+                self._loaded_ids().update(d.id for d in deployments)  # an operator may restart the proxy any time
                 logger.info("LiteLLM config {} rewritten ({} deployment(s))", self.out_path, len(deployments))
             self._clear("config-write")
         except OSError as exc:
@@ -333,18 +364,16 @@ class RouterSync:
 
     def _sync_proxy(self, wanted: list[list[str]], written: bool, now: float) -> None:
         """Restart the proxy only when its set of deployments really changes (a restart is an outage)."""
+        self._settle_restart(now)
         if self._restart is not None:
-            if not self._restart.future.done():
-                return
-            self._finish_restart(self._restart, now)
-            self._restart = None
+            return
         stored = self.journal.get_meta(META_PROXY_SET)
         if stored is not None and json.loads(stored) == wanted:
             self._clear("proxy-restart-needed")
             return
         if stored is None and not written and not self._restart_owed:
             # First run with this state, file as it was: assume the proxy already serves it.
-            self.journal.set_meta(META_PROXY_SET, json.dumps(wanted))
+            self._set_loaded(wanted)
             return
         self._restart_owed = True
         if now < self._restart_retry_at:
@@ -361,6 +390,12 @@ class RouterSync:
             return
         logger.warning("the fleet's deployments changed: restarting the LiteLLM proxy to load {}", self.out_path)
         self._restart = ProxyRestart(wanted, now, self.executor.submit(self._restart_proxy))
+
+    def _settle_restart(self, now: float) -> None:
+        """A finished restart changes what the proxy has loaded: settled before the rotation is written."""
+        if self._restart is not None and self._restart.future.done():
+            self._finish_restart(self._restart, now)
+            self._restart = None
 
     def _restart_proxy(self) -> str:
         """On a worker thread: restart, then wait until the proxy answers (it re-reads its config)."""
@@ -405,7 +440,7 @@ class RouterSync:
         if outcome.startswith("ok"):
             self._restart_owed = False
             self._restart_backoff = RESTART_BACKOFF_INITIAL
-            self.journal.set_meta(META_PROXY_SET, json.dumps(job.deployments))
+            self._set_loaded(job.deployments)
             self._clear("proxy-restart")
             logger.info("LiteLLM proxy restarted with {}: {}", self.out_path, outcome)
             self.journal.record(

@@ -168,7 +168,18 @@ def test_proxy_follows_the_watchdog_both_ways(
         assert served and min(r["at"] for r in served) - in_at < 5
         assert daemon.restarts(name), f"{name} was not restarted by the watchdog"
 
-    # Faults do not change the deployment set: the proxy was never restarted for them.
+    # An operator's stop: out of rotation at once, left stopped, the config and the proxy untouched.
+    config_before = out.read_text()
+    stopped_at = time.time()
+    fleet.get("b3").stop(timeout=2)
+    wait_for(lambda: entry_time(daemon, "rotation-out", names[3], stopped_at), 10, "b3 out after docker stop")
+    during_stop = client.burst(12)
+    assert all(r["status"] == 200 and r["id"] != ids[3] and r["retries"] == 0 for r in during_stop), during_stop
+    assert out.read_text() == config_before and not daemon.restarts(names[3])
+    fleet.get("b3").start()
+    wait_for(lambda: entry_time(daemon, "rotation-in", names[3], stopped_at), 20, "b3 back in after docker start")
+
+    # Faults and stops do not change the deployment set: the proxy was never restarted for them.
     assert proxy_pids.read_text() == first_pid
     assert daemon.entries(kind="proxy-restart") == []
 

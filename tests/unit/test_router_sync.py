@@ -91,7 +91,8 @@ def test_given_up_container_replans_with_a_warning_and_leaves_the_config(tmp_pat
     assert "above the 90% safety margin" in capacity[0]["reason"]
     assert (tmp_path / "out" / "config.yaml").read_text().count("model_info") == 3
     rotation = json.loads((tmp_path / "out" / "rotation.json").read_text())
-    assert rotation["out"] == {}  # given up: out of the config, so no longer in the rotation file
+    # Given up: out of the config, and denied until the proxy has loaded the config without it.
+    assert list(rotation["out"]) == ["llm-3.gpu3"] and "removed from the config" in rotation["out"]["llm-3.gpu3"]
     sync.cycle(crashed, diagnosis, [Decision(fault, Verdict.GIVEN_UP, "given up")], {}, {}, histories, 1002.0)
     assert len(journal.entries(kind="capacity")) == 1  # said once per change
 
@@ -131,6 +132,38 @@ def test_a_new_deployment_restarts_the_proxy_once(tmp_path: Path) -> None:
     sync.cycle(grown, Diagnosis(ready=frozenset({"id0", "id1", "id2"})), [], {}, {}, histories, 1002.0)
     sync.cycle(grown, Diagnosis(ready=frozenset({"id0", "id1", "id2"})), [], {}, {}, histories, 1003.0)
     assert executor.calls == 2 and len(journal.entries(kind="proxy-restart")) == 2
+
+
+def test_removed_deployment_stays_denied_until_the_proxy_reloads(tmp_path: Path) -> None:
+    sync, _, executor = make(tmp_path, restart_command=["true"])
+    fleet = [snapshot(i) for i in range(3)]
+    histories = {c.id: ok_history() for c in fleet}
+    sync.cycle(fleet, Diagnosis(ready=frozenset({"id0", "id1", "id2"})), [], {}, {}, histories, 1000.0)
+    sync.cycle(fleet, Diagnosis(ready=frozenset({"id0", "id1", "id2"})), [], {}, {}, histories, 1001.0)
+    fault = Fault("id2", "llm-2", FaultKind.STOPPED, 1001.5, "crash loop")
+    dead = [*fleet[:2], snapshot(2, ContainerState.EXITED)]
+    given_up = [Decision(fault, Verdict.GIVEN_UP, "given up")]
+    diagnosis = Diagnosis(faults=(fault,), ready=frozenset({"id0", "id1"}))
+    sync.cycle(dead, diagnosis, given_up, {}, {}, histories, 1002.0)  # config rewritten, restart issued
+    assert "llm-2.gpu2" in json.loads((tmp_path / "out" / "rotation.json").read_text())["out"]
+    sync.cycle(dead, diagnosis, given_up, {}, {}, histories, 1003.0)  # restart confirmed: the proxy forgot it
+    assert json.loads((tmp_path / "out" / "rotation.json").read_text())["out"] == {}
+    assert executor.calls == 2
+
+
+def test_operator_stop_keeps_the_config_and_the_proxy(tmp_path: Path) -> None:
+    sync, journal, executor = make(tmp_path, restart_command=["true"])
+    fleet = [snapshot(i) for i in range(2)]
+    histories = {c.id: ok_history() for c in fleet}
+    sync.cycle(fleet, Diagnosis(ready=frozenset({"id0", "id1"})), [], {}, {}, histories, 1000.0)
+    stopped = [fleet[0], snapshot(1, ContainerState.EXITED)]
+    note = Note("id1", NoteKind.DELIBERATE_STOP, "stopped on purpose")
+    for now in (1001.0, 1002.0):
+        sync.cycle(stopped, Diagnosis(notes=(note,), ready=frozenset({"id0"})), [], {}, {}, histories, now)
+    assert executor.calls == 1  # only the first load; a maintenance stop costs no proxy restart
+    assert list(json.loads((tmp_path / "out" / "rotation.json").read_text())["out"]) == ["llm-1.gpu1"]
+    assert sync.plan is not None and sync.plan.serving_gpus == 1  # but the capacity counts it out
+    assert journal.entries(kind="capacity")
 
 
 def test_failed_restart_is_said_once_and_retried(tmp_path: Path) -> None:
