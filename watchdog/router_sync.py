@@ -250,6 +250,10 @@ class RouterSync:
             and not (histories.get(c.id) and histories[c.id].results)
         }
         why_not = why_not_serving(diagnosis, decisions, held)
+        for container in containers:  # a hang shows first as one failed probe, before it is a fault
+            results = histories[container.id].results if container.id in histories else ()
+            if container.id not in why_not and results and results[-1].status != ProbeStatus.OK:
+                why_not[container.id] = f"last probe {results[-1].status.value}: {results[-1].detail}"
         entries = rotation(deployments, containers, ready, why_not, unjudged)
         # Removed from the config (given up, GPU quarantined) but still loaded in the proxy until it
         # restarts, or forever without a restart mechanism: denied until then.
