@@ -371,6 +371,22 @@ def _fleet_now(config: Config) -> tuple[list[Any], Journal, set[str]]:
     return containers, journal, given_up
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def doctor(obj: Context, as_json: bool) -> None:
+    """Check the host and the fleet: one line per finding with the fix; exit 0 only when all is well."""
+    from watchdog.doctor import all_well, collect
+
+    findings = collect(obj.config)
+    if as_json:
+        click.echo(json.dumps([vars(f) | {"level": f.level.value} for f in findings], indent=2))
+    else:
+        for finding in findings:
+            click.echo(finding.line())
+    sys.exit(EXIT_OK if all_well(findings) else EXIT_RUNTIME)
+
+
 @cli.group()
 def litellm() -> None:
     """The LiteLLM proxy's config, rendered from litellm/config.template.yaml, the fleet and the plan."""
