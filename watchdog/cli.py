@@ -25,6 +25,7 @@ from watchdog.journal import Journal
 from watchdog.lock import InstanceLock, LockHeld
 from watchdog.logs import configure
 from watchdog.loop import CycleResult, Watchdog
+from watchdog.sd_notify import Notifier
 from watchdog.status import build_status, render_table
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
@@ -249,29 +250,37 @@ def run_daemon(obj: Context, overrides: dict[str, Any]) -> int:
     watchdog.start_events()
     watchdog.start_gpu()
 
+    notifier = Notifier()
+
     def after_cycle(result: CycleResult) -> None:
+        managed = sum(1 for c in result.containers if c.managed)
         if watchdog.cycles == 1:
-            managed = sum(1 for c in result.containers if c.managed)
             logger.info(
                 "healing loop running: {} managed container(s), {} fault(s), events {}",
                 managed,
                 len(result.diagnosis.faults),
                 "on" if config.events else "off (polling only)",
             )
+            notifier.ready(f"watching {managed} container(s)")
+        notifier.heartbeat(f"{managed} container(s), {len(result.diagnosis.faults)} fault(s)")
         if reload_requested.is_set():
             reload_requested.clear()
+            notifier.reloading()
             try:
                 fresh = replace(load_config(obj.config_path), **{k: v for k, v in overrides.items() if v is not None})
             except ConfigError as exc:
                 logger.error("SIGHUP: config not reloaded, keeping the running one: {}", exc)
+                notifier.ready("config reload refused; running config kept")
                 return
             watchdog.apply_config(fresh)
+            notifier.ready("config reloaded")
             logger.info("SIGHUP: config reloaded")
             _print_effective(watchdog.config)
 
     try:
         watchdog.run_forever(stopping, on_cycle=after_cycle)
     finally:
+        notifier.stopping()
         watchdog.shutdown()
         journal.record("daemon-stop", "gpu-watchdog stopped", ts=time.time())
         journal.close()
