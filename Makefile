@@ -28,7 +28,7 @@ fake-nvml:
 engine:
 	bash scripts/ensure-docker.sh
 
-images: engine
+images: engine venv
 	bash scripts/build-images.sh
 
 # The pinned LiteLLM proxy in its own venv (.venv-litellm): the router tests run the real one.

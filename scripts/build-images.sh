@@ -3,6 +3,7 @@
 #   local/busybox              FROM scratch + the host's static busybox
 #   local/python-min           the host's python3.11 + stdlib + shared libs + busybox
 #   gpu-watchdog/standin:dev   compose/standin (the stand-in inference server)
+#   gpu-watchdog/watchdog:dev  compose/Dockerfile: the watchdog itself (WATCHDOG_BASE picks the base)
 # Idempotent: an image that already exists is skipped unless --force is given.
 # gpu-watchdog/standin:dev is also rebuilt when compose/standin changed (its
 # context hash is kept in a label) or when local/python-min was rebuilt.
@@ -15,6 +16,8 @@ STANDIN_IMAGE=gpu-watchdog/standin:dev
 STANDIN_DIR="$ROOT/compose/standin"
 HASH_LABEL=io.gpu-watchdog.standin.context-sha256
 HOST_BUSYBOX="${HOST_BUSYBOX:-/bin/busybox}"  # overridable for tests only
+WATCHDOG_IMAGE=gpu-watchdog/watchdog:dev
+WATCHDOG_BASE="${WATCHDOG_BASE:-$PYTHON_IMAGE}"  # e.g. python:3.11-slim where a registry is reachable
 
 FORCE=0
 for arg in "$@"; do
@@ -230,6 +233,29 @@ build_standin() {
   quiet docker build --label "$HASH_LABEL=$1" -t "$STANDIN_IMAGE" "$STANDIN_DIR"
 }
 
+# --------------------------------------------------------------- watchdog
+
+watchdog_hash() {
+  (cd "$ROOT" && find watchdog litellm/config.template.yaml litellm/gpu_watchdog_rotation.py pyproject.toml \
+    compose/Dockerfile -type f ! -name '*.pyc' | LC_ALL=C sort | xargs sha256sum; echo "$WATCHDOG_BASE") |
+    sha256sum | cut -d' ' -f1
+}
+
+build_watchdog() {
+  # The package and its dependencies are installed on the host (the index is reached here, before
+  # the build), with the same Python 3.11 as the image's; the build itself needs no network.
+  local ctx="$WORK/watchdog" pip_python="$ROOT/.venv/bin/python"
+  [ -x "$pip_python" ] || pip_python="$(command -v python3)"
+  mkdir -p "$ctx/litellm"
+  quiet "$pip_python" -m pip install --quiet --no-compile --target "$ctx/site" "$ROOT"
+  rm -rf "$ctx/site/bin"
+  cp "$ROOT/compose/Dockerfile" "$ctx/Dockerfile"
+  cp "$ROOT/litellm/config.template.yaml" "$ROOT/litellm/gpu_watchdog_rotation.py" "$ROOT/litellm/README.md" \
+    "$ctx/litellm/"
+  quiet docker build --build-arg "BASE=$WATCHDOG_BASE" --label "$HASH_LABEL=$1" -t "$WATCHDOG_IMAGE" "$ctx"
+  quiet docker run --rm --network none --entrypoint python3 "$WATCHDOG_IMAGE" -m watchdog --version
+}
+
 # ------------------------------------------------------------------- main
 
 command -v docker >/dev/null 2>&1 || die "docker CLI not found (run scripts/ensure-docker.sh)"
@@ -265,5 +291,15 @@ if [ "$FORCE" = 1 ] || [ "$python_built" = 1 ] || [ "$current" != "$hash" ]; the
   summary "$STANDIN_IMAGE" "$start"
 else
   log "$STANDIN_IMAGE is up to date with compose/standin, skipped (--force rebuilds)"
+fi
+start="$(date +%s.%N)"
+hash="$(watchdog_hash)"
+current="$(docker image inspect --format "{{index .Config.Labels \"$HASH_LABEL\"}}" "$WATCHDOG_IMAGE" 2>/dev/null || true)"
+if [ "$FORCE" = 1 ] || { [ "$python_built" = 1 ] && [ "$WATCHDOG_BASE" = "$PYTHON_IMAGE" ]; } || [ "$current" != "$hash" ]; then
+  remember_old "$WATCHDOG_IMAGE"
+  build_watchdog "$hash"
+  summary "$WATCHDOG_IMAGE" "$start"
+else
+  log "$WATCHDOG_IMAGE is up to date, skipped (--force rebuilds)"
 fi
 remove_replaced

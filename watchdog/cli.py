@@ -381,6 +381,28 @@ def _fleet_now(config: Config) -> tuple[list[Any], Journal, set[str]]:
 
 
 @cli.command()
+@click.pass_obj
+def healthcheck(obj: Context) -> None:
+    """Exit 0 if this state dir's daemon finished a cycle recently (for a container HEALTHCHECK), else 1.
+
+    It reads the status file the loop rewrites every cycle: a hung loop, not just a dead
+    process, turns the check red. No engine call, no journal lock.
+    """
+    from watchdog.status import STATUS_FILE, read_daemon_view
+
+    config = obj.config
+    state_dir = config.resolved_state_dir()
+    max_age = max(3 * config.poll_interval, 15.0)
+    view = read_daemon_view(state_dir, time.time(), max_age)
+    if view is None:
+        fail(
+            f"no cycle in the last {max_age:g} s ({state_dir / STATUS_FILE} missing or stale): loop down or hung",
+            EXIT_RUNTIME,
+        )
+    click.echo(f"ok: last cycle {time.time() - float(view['written_at']):.1f} s ago")
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def doctor(obj: Context, as_json: bool) -> None:

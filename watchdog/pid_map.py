@@ -7,6 +7,7 @@ mapping is off and zero-VRAM falls back to the GPU's used memory.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,15 +17,28 @@ from watchdog.gpu_map import GONE, HOST
 _ID_RE = re.compile(r"(?<![0-9a-f])([0-9a-f]{64})(?![0-9a-f])")
 
 
-def sees_host_pids(status: Path = Path("/proc/self/status")) -> bool:
-    """True in the host's PID namespace: NSpid lists one PID there, one per nested namespace otherwise."""
+CONTAINER_INITS = ("docker-init", "tini", "dumb-init", "catatonit")
+
+
+def sees_host_pids(proc: Path = Path("/proc"), my_pid: int | None = None) -> bool:
+    """True in the host's PID namespace, where NVML's PIDs mean something.
+
+    NSpid alone cannot tell: /proc mounted inside a container lists one PID too. So
+    also: PID 1 must not be this process, a container init, or a process in a
+    container's cgroup (a container without `pid: host` sees its own PID 1).
+    """
+    my_pid = os.getpid() if my_pid is None else my_pid
     try:
-        for line in status.read_text().splitlines():
-            if line.startswith("NSpid:"):
-                return len(line.split()[1:]) == 1
+        nspid = [line for line in (proc / "self" / "status").read_text().splitlines() if line.startswith("NSpid:")]
+        if not nspid or len(nspid[0].split()[1:]) != 1:
+            return False  # nested namespace, or a kernel before 4.1 without NSpid: do not guess
+        if my_pid == 1:
+            return False
+        if (proc / "1" / "comm").read_text().strip() in CONTAINER_INITS:
+            return False
+        return container_of_cgroup((proc / "1" / "cgroup").read_text()) is None
     except OSError:
         return False
-    return False  # kernels before 4.1 have no NSpid: do not guess
 
 
 def container_of_cgroup(text: str) -> str | None:

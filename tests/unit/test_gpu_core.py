@@ -123,12 +123,30 @@ def test_owner_of_a_pid_reads_its_cgroup(tmp_path: Path) -> None:
     assert owner_of(12, tmp_path) == GONE
 
 
-@pytest.mark.parametrize(("line", "host"), [("NSpid:\t4242\n", True), ("NSpid:\t4242\t17\n", False), ("", False)])
-def test_host_pid_namespace_is_told_by_nspid(tmp_path: Path, line: str, host: bool) -> None:
-    status = tmp_path / "status"
-    status.write_text("Name:\tpython\n" + line)
-    assert sees_host_pids(status) is host
-    assert sees_host_pids(tmp_path / "missing") is False
+def fake_proc(tmp_path: Path, nspid: str, init_comm: str = "systemd", init_cgroup: str = "0::/init.scope") -> Path:
+    (tmp_path / "self").mkdir(parents=True)
+    (tmp_path / "self" / "status").write_text("Name:\tpython\n" + nspid)
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "comm").write_text(init_comm + "\n")
+    (tmp_path / "1" / "cgroup").write_text(init_cgroup + "\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("nspid", "comm", "cgroup", "my_pid", "host"),
+    [
+        ("NSpid:\t4242\n", "systemd", "0::/init.scope", 4242, True),  # a host install
+        ("NSpid:\t4242\n", "bash", "0::/", 4242, True),  # a host without systemd
+        ("NSpid:\t4242\t17\n", "systemd", "0::/init.scope", 17, False),  # nested namespace, host /proc
+        ("NSpid:\t1\n", "python3", "0::/", 1, False),  # a container: the watchdog is PID 1
+        ("NSpid:\t7\n", "docker-init", "0::/", 7, False),  # a container with `init: true`
+        ("NSpid:\t7\n", "sh", f"0::/system.slice/docker-{CID_A}.scope", 7, False),  # PID 1 in a container
+        ("", "systemd", "0::/init.scope", 4242, False),  # no NSpid: do not guess
+    ],
+)
+def test_host_pid_namespace(tmp_path: Path, nspid: str, comm: str, cgroup: str, my_pid: int, host: bool) -> None:
+    assert sees_host_pids(fake_proc(tmp_path, nspid, comm, cgroup), my_pid) is host
+    assert sees_host_pids(tmp_path / "missing", my_pid) is False
 
 
 # -- zero-VRAM views -------------------------------------------------------------
