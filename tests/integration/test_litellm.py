@@ -259,10 +259,10 @@ def test_bad_template_proxy_down_and_failed_restart_do_not_stop_healing(
 
     def status_with_router() -> str | None:
         text = daemon.cli("status").stdout
-        return text if "proxy DOWN" in text else None
+        return text if "proxy DOWN" in text and "1/1 deployment(s) in rotation" in text else None
 
-    status = wait_for(status_with_router, 10, "the router in status")
-    assert "1/1 deployment(s) in rotation" in status and "problem: litellm template" in status
+    status = wait_for(status_with_router, 15, "the router in status: proxy down, a0 in rotation")
+    assert "problem: litellm template" in status
 
     # Fix the template; a new backend changes the set; the restart command fails: said once, healing goes on.
     bad.write_text(TEMPLATE.read_text())
