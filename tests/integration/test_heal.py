@@ -223,7 +223,17 @@ def test_watchdog_killed_mid_restart_is_reconciled(
     def restart_in_flight() -> bool:
         return any(a.finished_at is None for a in daemon.restarts(name))
 
+    faulted_at = time.time()
     wait_for(restart_in_flight, 15, "the restart to be in flight")
+
+    def engine_stopping_it() -> bool:
+        """The journal says "in flight" before the call reaches the engine: wait for the engine's kill event."""
+        events = fleet.client.events(
+            decode=True, since=faulted_at, until=time.time(), filters={"container": name, "event": "kill"}
+        )
+        return any(True for _ in events)
+
+    wait_for(engine_stopping_it, 15, "the engine to begin the restart")
     daemon.stop(sig=9)
     wait_for(
         lambda: running(fleet, "slow") and started_at(fleet, "slow") != before, 15, "the engine to finish the restart"
