@@ -4,9 +4,11 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 export COMPOSE_BAKE := false
 
-.PHONY: help venv fake-nvml engine images litellm-proxy lint unit integration test test-real-gpu run bench clean
+.PHONY: help demo demo-down venv fake-nvml engine images litellm-proxy lint unit integration test test-real-gpu run bench clean
 
 help:
+	@echo "make demo   - a simulated 8-GPU fleet, the real LiteLLM proxy and the watchdog, then chaos (no GPU needed)"
+	@echo "make demo-down - remove everything the demo started"
 	@echo "make run    - run the watchdog daemon on this host (gpu-watchdog --daemon)"
 	@echo "make test   - install what is missing (venv, Docker engine, compose plugin, images), lint, run every test"
 	@echo "make unit   - the fast unit tests only"
@@ -63,6 +65,16 @@ bench: venv images litellm-proxy
 	$(PY) bench/gpu_probe.py
 	$(PY) bench/zero_vram.py
 	$(PY) bench/litellm_failover.py
+
+# The no-GPU demo (GPUs SIMULATED through the fake NVML driver); see compose/demo/demo.py.
+demo: venv fake-nvml images litellm-proxy
+	$(PY) compose/demo/demo.py up
+	$(PY) compose/demo/demo.py chaos
+	$(PY) compose/demo/demo.py report
+	@echo "make demo-down removes it all"
+
+demo-down:
+	$(PY) compose/demo/demo.py down
 
 clean:
 	rm -rf $(VENV) .venv-litellm .pytest_cache .mypy_cache .ruff_cache *.egg-info tests/fake_nvml/build
