@@ -249,11 +249,26 @@ build_watchdog() {
   mkdir -p "$ctx/litellm"
   quiet "$pip_python" -m pip install --quiet --no-compile --target "$ctx/site" "$ROOT"
   rm -rf "$ctx/site/bin"
+  # Shared libraries the dependencies' extension modules need (libpthread for charset_normalizer,
+  # PyYAML's libyaml bindings): local/python-min carries only what the interpreter needs. With
+  # another base (its own glibc) nothing is copied.
+  mkdir -p "$ctx/libs"
+  if [ "$WATCHDOG_BASE" = "$PYTHON_IMAGE" ]; then
+    local lib
+    while IFS= read -r lib; do
+      mkdir -p "$ctx/libs$(dirname "$lib")"
+      cp -L "$lib" "$ctx/libs$lib"
+    done < <(find "$ctx/site" -name '*.so' -exec ldd {} \; 2>/dev/null |
+      awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u)
+  fi
   cp "$ROOT/compose/Dockerfile" "$ctx/Dockerfile"
   cp "$ROOT/litellm/config.template.yaml" "$ROOT/litellm/gpu_watchdog_rotation.py" "$ROOT/litellm/README.md" \
     "$ctx/litellm/"
   quiet docker build --build-arg "BASE=$WATCHDOG_BASE" --label "$HASH_LABEL=$1" -t "$WATCHDOG_IMAGE" "$ctx"
   quiet docker run --rm --network none --entrypoint python3 "$WATCHDOG_IMAGE" -m watchdog --version
+  # Every extension module loads (a missing library would fall back silently, or warn at each start).
+  quiet docker run --rm --network none --entrypoint python3 "$WATCHDOG_IMAGE" -W error -c \
+    'import charset_normalizer.md, docker, httpx, pynvml, yaml; from yaml import CSafeLoader'
 }
 
 # ------------------------------------------------------------------- main
