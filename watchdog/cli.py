@@ -381,6 +381,51 @@ def _fleet_now(config: Config) -> tuple[list[Any], Journal, set[str]]:
 
 
 @cli.command()
+@click.option("--since", default="24h", show_default=True, help="How far back, e.g. 24h, 7d, 90m.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]), default="table")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write to FILE (atomically) instead.")
+@click.option(
+    "--threshold",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Restarts in an hour above which a container is UNSTABLE.",
+)
+@click.pass_obj
+def report(obj: Context, since: str, fmt: str, out: str | None, threshold: int) -> None:
+    """Restarts per container and GPU from the journal: rate, causes, time to recover, availability."""
+    from watchdog.files import write_atomic
+    from watchdog.report import Window, build, render
+    from watchdog.units import parse_duration
+
+    try:
+        seconds = parse_duration(since)
+    except ValueError as exc:
+        fail(f"--since {since!r}: {exc}; e.g. 24h, 7d, 90m", EXIT_USAGE)
+    if seconds <= 0:
+        fail(f"--since {since!r}: must be more than 0, e.g. 24h", EXIT_USAGE)
+    now = time.time()
+    window = Window(now - seconds, now)
+    journal = open_journal(obj.config)
+    try:
+        # Entries from a day earlier too: an episode open when the window starts counts as downtime.
+        result = build(
+            journal.entries(since=window.start - 86400), journal.actions(since=window.start), window, threshold
+        )
+    finally:
+        journal.close()
+    text = render(result, fmt)
+    if out is None:
+        click.echo(text)
+        return
+    try:
+        write_atomic(out, text if text.endswith("\n") else text + "\n")
+    except OSError as exc:
+        fail(f"cannot write {out} ({exc.strerror}); pass --out FILE in a writable directory", EXIT_RUNTIME)
+    click.echo(f"{out}: {len(result.containers)} container(s), {result.fleet.restarts} restart(s)")
+
+
+@cli.command()
 @click.pass_obj
 def healthcheck(obj: Context) -> None:
     """Exit 0 if this state dir's daemon finished a cycle recently (for a container HEALTHCHECK), else 1.

@@ -31,8 +31,8 @@ _SIZE_UNITS = {
     "tib": 1024**4,
 }
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_DURATION_UNITS = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "h": 3600.0}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_bool(text: str) -> bool:
@@ -63,7 +63,7 @@ def parse_bytes(text: str | int | float) -> int:
 
 
 def parse_duration(text: str | int | float) -> float:
-    """Seconds: 120, 120s, 2m, 500ms, 1h."""
+    """Seconds: 120, 120s, 2m, 500ms, 1h, 7d."""
     if isinstance(text, bool):
         raise ValueError("expected seconds such as 120, 120s, 2m or 500ms")
     if isinstance(text, (int, float)):

@@ -263,17 +263,9 @@ def chaos() -> dict[str, Any]:
 
 
 def report() -> None:
-    """Restarts per container from the journal (the full restart-rate report is issue 6)."""
-    journal = Journal.in_dir(RUN / "state")
-    try:
-        actions = [a for a in journal.actions(since=time.time() - 3600) if a.kind == "restart"]
-        gave_up = {e["container"] for e in journal.entries(kind="give-up")}
-    finally:
-        journal.close()
-    counts = Counter(a.container for a in actions)
-    say("restarts in the last hour, per container (GPUs SIMULATED):")
-    for name in sorted({*counts, *gave_up}):
-        print(f"    {name:<28} {counts.get(name, 0):>3} restart(s){'   GIVEN UP' if name in gave_up else ''}")
+    """The restart-rate report (`gpu-watchdog report`) over the demo's hour, then status."""
+    say("gpu-watchdog report --since 1h (GPUs SIMULATED):")
+    print(watchdog_cli("report", "--since", "1h").stdout)
     print(watchdog_cli("status", env=fake_nvml_env()).stdout)
 
 

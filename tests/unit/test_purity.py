@@ -21,6 +21,7 @@ PURE = [
     "watchdog.xid",
     "watchdog.capacity",
     "watchdog.router",
+    "watchdog.report",
 ]
 FORBIDDEN = ["docker", "httpx", "sqlite3", "_sqlite3", "socket", "_socket", "requests", "urllib3", "ssl"]
 

@@ -82,6 +82,7 @@ def test_parse_bytes_rejects_sizes_beyond_float_range_with_value_error(text: str
         ("2m", 120.0),
         ("500ms", 0.5),
         ("1h", 3600.0),
+        ("7d", 604800.0),
         ("1.5s", 1.5),
         (" 2m ", 120.0),
         ("0", 0.0),
@@ -94,7 +95,7 @@ def test_parse_duration_reads_seconds_and_units(text: str | int | float, expecte
     assert parse_duration(text) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("text", ["soon", "2d", "-1", "-1s", "", "m", "2 minutes", "1h30m", True, -5, -0.1])
+@pytest.mark.parametrize("text", ["soon", "2w", "-1", "-1s", "", "m", "2 minutes", "1h30m", True, -5, -0.1])
 def test_parse_duration_rejects_bad_values_with_value_error(text: str | int | float) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
