@@ -83,6 +83,13 @@ def _load(config_path: str | None, overrides: dict[str, Any]) -> Config:
     "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False), default=None
 )
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None)
+@click.option(
+    "--http",
+    "http",
+    default=None,
+    metavar="HOST:PORT",
+    help="/metrics, /healthz, /status (default 127.0.0.1:9108; off).",
+)
 @click.version_option(__version__, prog_name="gpu-watchdog")
 @click.pass_context
 def cli(
@@ -93,6 +100,7 @@ def cli(
     state_dir: str | None,
     log_level: str | None,
     log_format: str | None,
+    http: str | None,
 ) -> None:
     """Heal a Docker fleet of GPU inference containers that opted in with the label gpu-watchdog.enable=true."""
     overrides = {
@@ -100,6 +108,7 @@ def cli(
         "state_dir": state_dir,
         "log_level": log_level.upper() if log_level else None,
         "log_format": log_format,
+        "http": _http_option(http),
     }
     config = _load(config_path, overrides)
     configure(config.log_level, config.log_format)
@@ -120,6 +129,44 @@ def run_command(obj: Context, once: bool) -> None:
     """Run the healing loop (same as --daemon), or a single cycle with --once."""
     overrides = click.get_current_context().parent.meta["overrides"]  # type: ignore[union-attr]
     sys.exit(run_once(obj.config) if once else run_daemon(obj, overrides))
+
+
+def _http_option(value: str | None) -> str | None:
+    from watchdog.metrics import parse_listen
+
+    if value is None:
+        return None
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        fail(f"--http {exc}", EXIT_USAGE)
+    return value
+
+
+def _start_http(watchdog: Watchdog, journal: Journal) -> Any:
+    """The metrics server; a port already taken is said once and the daemon runs on without it."""
+    from watchdog.metrics import HttpServer, parse_listen, recent
+
+    config = watchdog.config
+    listen = parse_listen(config.http)
+    if listen is None:
+        return None
+
+    def status_doc() -> dict[str, Any]:
+        containers = DockerProbe(docker_client(), config.label_prefix).snapshot()
+        return build_status(containers, journal, watchdog.config, time.time(), config.resolved_state_dir())
+
+    def healthy() -> tuple[bool, str]:
+        return recent(watchdog.last_cycle_at, max(3 * watchdog.config.poll_interval, 15.0))
+
+    try:
+        server = HttpServer(listen, watchdog.metrics, healthy, status_doc)
+    except OSError as exc:
+        logger.error("http {}: cannot listen ({}); metrics off, healing goes on. Set http: or --http", config.http, exc)
+        return None
+    server.start()
+    logger.info("http: /metrics, /healthz, /status on http://{}", server.address)
+    return server
 
 
 def _connect() -> docker.DockerClient:
@@ -249,6 +296,7 @@ def run_daemon(obj: Context, overrides: dict[str, Any]) -> int:
     watchdog.reconcile()
     watchdog.start_events()
     watchdog.start_gpu()
+    http_server = _start_http(watchdog, journal)
 
     notifier = Notifier()
 
@@ -281,6 +329,8 @@ def run_daemon(obj: Context, overrides: dict[str, Any]) -> int:
         watchdog.run_forever(stopping, on_cycle=after_cycle)
     finally:
         notifier.stopping()
+        if http_server is not None:
+            http_server.stop()
         watchdog.shutdown()
         journal.record("daemon-stop", "gpu-watchdog stopped", ts=time.time())
         journal.close()

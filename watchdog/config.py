@@ -110,6 +110,7 @@ class Config:
     gpu: GpuConfig = field(default_factory=GpuConfig)
     capacity: CapacityPolicy = field(default_factory=CapacityPolicy)
     litellm: LitellmConfig = field(default_factory=LitellmConfig)
+    http: str = "127.0.0.1:9108"  # /metrics, /healthz, /status; "off" disables it
 
     def resolved_state_dir(self, env: Mapping[str, str] | None = None) -> Path:
         """state_dir, else $XDG_STATE_HOME/gpu-watchdog, else ~/.local/state/gpu-watchdog."""
@@ -222,6 +223,8 @@ def parse_config(data: Mapping[str, Any] | None) -> Config:
             values[key] = _parse_capacity(_section("capacity", value))
         elif key == "litellm":
             values[key] = _parse_litellm(_section("litellm", value))
+        elif key == "http":
+            values[key] = _listen(key, value)
     config = replace(base, **values)
     if config.probe_timeout > config.poll_interval * 4:
         raise ConfigError(
@@ -372,6 +375,18 @@ def _parse_capacity(data: Mapping[str, Any]) -> CapacityPolicy:
                 roles[str(role)] = RoleMemory(limit, swap)
             values[key] = roles
     return replace(CapacityPolicy(), **values)
+
+
+def _listen(path: str, value: Any) -> str:
+    from watchdog.metrics import parse_listen
+
+    if value is False:
+        return "off"
+    try:
+        parse_listen(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"config: {path}={exc}") from None
+    return str(value)
 
 
 def _parse_litellm(data: Mapping[str, Any]) -> LitellmConfig:

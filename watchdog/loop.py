@@ -37,6 +37,7 @@ from watchdog.host_probe import mem_available
 from watchdog.http_probe import Prober
 from watchdog.journal import Journal
 from watchdog.memory_limits import MemoryLimitSync
+from watchdog.metrics import Metrics
 from watchdog.model import (
     ContainerMemory,
     ContainerSnapshot,
@@ -126,6 +127,7 @@ class Watchdog:
         self._heartbeat_written = 0.0
         self.last_cycle_at: float | None = None
         self.state_dir: Path = journal.path.parent
+        self.metrics = Metrics()
         self.gpu = GpuSupervisor(config, journal, self.client, self.executor, self.own, self.wake.set, clock, nvml)
         self.memory_limits = MemoryLimitSync(
             self.client, journal, lambda: self.config.capacity, dry_run=lambda: self.config.dry_run
@@ -342,6 +344,7 @@ class Watchdog:
         self.last_cycle_at = now
         result.containers, result.diagnosis, result.decisions = containers, diagnosis, decisions
         result.duration = time.monotonic() - started
+        self.metrics.cycle_done(result.duration, now, self.cycle_errors)
         return result
 
     def _sync_memory_limits(self, containers: list[ContainerSnapshot], now: float) -> None:
@@ -353,6 +356,7 @@ class Watchdog:
 
     def _engine_down(self, why: str) -> None:
         now = self.clock()
+        self.metrics.engine_up.set(0)
         if self.engine_up:
             self.engine_up = False
             self.engine_down_since = now
@@ -381,6 +385,7 @@ class Watchdog:
             if known is not None and known.episode == fault.episode:
                 continue
             self.active_faults[container_id] = fault
+            self.metrics.fault_detected(fault.container, fault.kind.value)
             logger.bind(container=fault.container, gpu=",".join(fault.gpus), fault=fault.kind.value).warning(
                 "fault detected: {} {}: {}", fault.container, fault.kind.value, fault.reason
             )
@@ -407,6 +412,8 @@ class Watchdog:
             else:
                 continue  # restarting or in its start period: not back yet
             del self.active_faults[container_id]
+            if outcome == "recovered":
+                self.metrics.recovered(fault.kind.value, now - fault.since)
             self.last_decision.pop(container_id, None)
             self.dry_run_announced = {k for k in self.dry_run_announced if k[0] != container_id}
             logger.bind(container=fault.container, fault=fault.kind.value).info("{}: {}", fault.container, text)
@@ -526,6 +533,7 @@ class Watchdog:
             recovery_timeout_of(container, self.config),
         )
         self.in_flight[fault.container] = job
+        self.metrics.restart_issued(fault.container, fault.kind.value)
         self.last_decision[fault.container_id] = (decision.verdict, decision.reason)
         logger.bind(
             container=fault.container, gpu=",".join(fault.gpus), fault=fault.kind.value, action_id=action_id
@@ -588,6 +596,7 @@ class Watchdog:
         )
         view["gpu"] = gpu.view
         view["router"] = self.router.view()
+        self.metrics.observe(containers, diagnosis, decisions, gpu.view, view["router"], self.engine_up)
         path = self.state_dir / STATUS_FILE
         try:
             tmp = path.with_suffix(".tmp")

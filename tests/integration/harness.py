@@ -38,6 +38,7 @@ FAST_CONFIG: dict[str, Any] = {
     "stop_settle": 0.3,
     "log_level": "DEBUG",
     "log_format": "json",
+    "http": "off",  # tests run several daemons at once; the metrics test gives its own port
     "breaker": {"max_restarts": 3, "window": 120, "backoff_initial": 1, "backoff_max": 2, "cooldown": 600},
 }
 

@@ -126,3 +126,25 @@ def test_cli_report_and_bad_input(journal: Journal, tmp_path: Path) -> None:
     assert bad.returncode == 2 and "--since 'yesterday'" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     wrong = subprocess.run([*base, "--format", "pdf"], capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 2 and "pdf" in wrong.stderr
+
+
+# -- the HTTP endpoint's pure parts ------------------------------------------------------
+
+
+def test_listen_and_health_helpers() -> None:
+    from watchdog.config import ConfigError, parse_config
+    from watchdog.metrics import parse_listen, recent
+
+    assert parse_listen("127.0.0.1:9108") == ("127.0.0.1", 9108)
+    assert parse_listen("[::1]:9108") == ("::1", 9108)
+    assert parse_listen("off") is None
+    for bad in ("9108", "host:", "h:0", "h:70000", ":9108"):
+        with pytest.raises(ValueError, match="HOST:PORT"):
+            parse_listen(bad)
+    assert parse_config({"http": "off"}).http == "off"
+    with pytest.raises(ConfigError, match=r"config: http='localhost'"):
+        parse_config({"http": "localhost"})
+    assert recent(None, 15, 100.0) == (False, "no cycle yet")
+    assert recent(90.0, 15, 100.0)[0] is True
+    hung = recent(80.0, 15, 100.0)
+    assert hung[0] is False and "20.0 s ago" in hung[1]
