@@ -18,7 +18,14 @@ from tests.integration.harness import ROOT
 
 pytestmark = pytest.mark.engine
 COMPOSE = ROOT / "compose"
-ENV = {"DOCKER_GID": "105", "LLAMA_IMAGE": "llama:test", "LITELLM_IMAGE": "litellm:test", "VLLM_IMAGE": "vllm:test"}
+ENV = {
+    "DOCKER_GID": "105",
+    "LLAMA_IMAGE": "llama:test",
+    "LITELLM_IMAGE": "litellm:test",
+    "VLLM_IMAGE": "vllm:test",
+    "PROMETHEUS_IMAGE": "prometheus:test",
+    "GRAFANA_IMAGE": "grafana:test",
+}
 
 
 def resolved(*files: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -78,6 +85,15 @@ def test_example_fleets_are_labelled_for_the_watchdog(fleet: str, count: int) ->
             assert service["environment"]["GGML_CUDA_NO_PINNED"] == "1"
             assert service["mem_limit"] and service["memswap_limit"]
     assert len(gpus) == count // 2 if fleet == "fleet.example.yml" else len(gpus) == count
+
+
+def test_monitoring_services_mount_the_rules_and_the_dashboard() -> None:
+    found = services("docker-compose.yml", "monitoring/docker-compose.monitoring.yml")
+    prometheus = {v["target"]: v["source"] for v in found["prometheus"]["volumes"]}
+    assert prometheus["/etc/prometheus/alerts.yml"].endswith("compose/monitoring/alerts.yml")
+    grafana = {v["target"] for v in found["grafana"]["volumes"]}
+    assert "/var/lib/grafana/dashboards/gpu-watchdog.json" in grafana
+    assert all(p["host_ip"] == "127.0.0.1" for s in ("prometheus", "grafana") for p in found[s]["ports"])
 
 
 def test_missing_image_variable_is_one_clear_error(tmp_path: Path) -> None:
