@@ -132,7 +132,7 @@ def run_command(obj: Context, once: bool) -> None:
 
 
 def _http_option(value: str | None) -> str | None:
-    from watchdog.metrics import parse_listen
+    from watchdog.config import parse_listen
 
     if value is None:
         return None
@@ -145,7 +145,8 @@ def _http_option(value: str | None) -> str | None:
 
 def _start_http(watchdog: Watchdog, journal: Journal) -> Any:
     """The metrics server; a port already taken is said once and the daemon runs on without it."""
-    from watchdog.metrics import HttpServer, parse_listen, recent
+    from watchdog.config import parse_listen
+    from watchdog.metrics import HttpServer, recent
 
     config = watchdog.config
     listen = parse_listen(config.http)
@@ -153,7 +154,11 @@ def _start_http(watchdog: Watchdog, journal: Journal) -> Any:
         return None
 
     def status_doc() -> dict[str, Any]:
-        containers = DockerProbe(docker_client(), config.label_prefix).snapshot()
+        client = docker_client()  # the HTTP thread's own connection; the loop's client stays the loop's
+        try:
+            containers = DockerProbe(client, config.label_prefix).snapshot()
+        finally:
+            client.close()
         return build_status(containers, journal, watchdog.config, time.time(), config.resolved_state_dir())
 
     def healthy() -> tuple[bool, str]:
@@ -531,24 +536,20 @@ def litellm_render(obj: Context, out: str | None, template: str | None) -> None:
     """Write the proxy config (atomically; not rewritten when unchanged) and the callback module next to it."""
     from pathlib import Path
 
-    from watchdog.capacity import plan_capacity, planned_members
-    from watchdog.files import write_if_changed
     from watchdog.host_probe import mem_total
     from watchdog.router import (
-        ROTATION_FILE,
         TemplateError,
+        api_bases_in,
         deployment_set,
-        dump_config,
         parse_template,
-        render_config,
         router_deployments,
         unreachable,
     )
-    from watchdog.router_sync import install_callback
+    from watchdog.router_sync import config_plan, write_router_config
 
     config = obj.config
-    settings = replace(config.litellm, out=out or config.litellm.out, template=template or config.litellm.template)
-    template_path = Path(settings.template)
+    out_path = Path(out or config.litellm.out)
+    template_path = Path(template or config.litellm.template)
     try:
         text = template_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -559,16 +560,17 @@ def litellm_render(obj: Context, out: str | None, template: str | None) -> None:
     except TemplateError as exc:
         fail(str(exc), EXIT_USAGE)
     containers, journal, given_up = _fleet_now(config)
-    stopped = set(journal.stop_marks())
-    members = planned_members(containers, journal.gpu_marks(), given_up, stopped)
+    marks = journal.gpu_marks()
     journal.close()
-    plan = plan_capacity(members, config.capacity, mem_total())
-    deployments = router_deployments(containers, plan)
-    rendered = dump_config(render_config(parsed, deployments, plan), str(template_path), ROTATION_FILE)
-    out_path = Path(settings.out)
+    # The same deployments the daemon writes: a stopped container keeps the URL the file on disk has.
+    plan = config_plan(containers, marks, given_up, config.capacity, mem_total())
     try:
-        install_callback(out_path, template_path)
-        changed = write_if_changed(out_path, rendered, keep_previous=True)
+        known = api_bases_in(out_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        known = {}
+    deployments = router_deployments(containers, plan, known)
+    try:
+        changed = write_router_config(out_path, template_path, parsed, deployments, plan)
     except OSError as exc:
         fail(f"cannot write {out_path} ({exc.strerror}); pass --out FILE in a writable directory", EXIT_RUNTIME)
     for name in unreachable(deployments, plan):

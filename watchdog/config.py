@@ -377,9 +377,17 @@ def _parse_capacity(data: Mapping[str, Any]) -> CapacityPolicy:
     return replace(CapacityPolicy(), **values)
 
 
-def _listen(path: str, value: Any) -> str:
-    from watchdog.metrics import parse_listen
+def parse_listen(text: str) -> tuple[str, int] | None:
+    """`HOST:PORT`, or `off` (None). Raises ValueError with the fix."""
+    if text.strip().lower() == "off":
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r}: expected HOST:PORT such as 127.0.0.1:9108, or off")
+    return host.strip("[]"), int(port)
 
+
+def _listen(path: str, value: Any) -> str:
     if value is False:
         return "off"
     try:

@@ -316,37 +316,22 @@ def _router_sets(
     """The deployment set the fleet needs now, and the one in the config on disk."""
     from pathlib import Path
 
-    from watchdog.capacity import plan_capacity, planned_members
-    from watchdog.router import TemplateError, api_bases_in, deployment_set, parse_template, router_deployments
+    from watchdog.router import TemplateError, deployment_set, deployments_in, parse_template, router_deployments
+    from watchdog.router_sync import config_plan
 
-    out = Path(config.litellm.out)
+    # Compared by id and URL: the template may name the model differently from the label.
     try:
-        text = out.read_text(encoding="utf-8")
-        known = api_bases_in(text)
-        on_disk: list[list[str]] | None = sorted(
-            [ident, model, base] for ident, (model, base) in _models_in(text, known).items()
-        )
+        rendered = deployments_in(Path(config.litellm.out).read_text(encoding="utf-8"))
+        on_disk: list[list[str]] | None = [[ident, base] for ident, _, base in rendered]
     except (OSError, UnicodeDecodeError):
-        known, on_disk = {}, None
+        on_disk = None
     try:
         parse_template(Path(config.litellm.template).read_text(encoding="utf-8"), config.litellm.template)
     except (OSError, UnicodeDecodeError) as exc:
         return None, on_disk, f"cannot read the template {config.litellm.template}: {exc}"
     except TemplateError as exc:
         return None, on_disk, str(exc)
-    members = planned_members(containers, {}, set(), set())
-    plan = plan_capacity(members, config.capacity, None)
-    return deployment_set(router_deployments(containers, plan, known)), on_disk, None
-
-
-def _models_in(text: str, bases: Mapping[str, str]) -> dict[str, tuple[str, str]]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(text) or {}
-        return {
-            str(e["model_info"]["id"]): (str(e.get("model_name")), bases.get(str(e["model_info"]["id"]), ""))
-            for e in data.get("model_list") or []
-        }
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
-        return {}
+    plan = config_plan(containers, {}, set(), config.capacity, None)
+    known = {ident: base for ident, base in on_disk or []}
+    wanted = [[ident, base] for ident, _, base in deployment_set(router_deployments(containers, plan, known))]
+    return wanted, on_disk, None

@@ -59,6 +59,7 @@ from watchdog.router_sync import PROXY_HEALTH_PATH, PROXY_TARGET, RouterSync
 from watchdog.status import STATUS_FILE, daemon_view
 
 EVENT_REPLAY_DEFAULT = 600.0  # seconds of engine events replayed on a first start
+LIMITS_RESYNC = 60.0  # s between memory-limit passes when nothing about the limits changed
 
 
 @dataclass
@@ -135,6 +136,8 @@ class Watchdog:
         # Its own thread: reading usage (docker stats) can take a second per container.
         self._limits_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="limits")
         self._limits_job: Future[object] | None = None
+        self._limits_signature: object = None
+        self._limits_synced_at = 0.0
         self.router = RouterSync(config, journal, self.client, self.executor, self.own, clock)
         self._load_memory()
 
@@ -348,11 +351,24 @@ class Watchdog:
         return result
 
     def _sync_memory_limits(self, containers: list[ContainerSnapshot], now: float) -> None:
-        """Off the loop's thread, one pass at a time; the sync never raises."""
+        """Off the loop's thread, one pass at a time; the sync never raises.
+
+        A pass inspects the containers whose limits differ from the plan, so it runs when the
+        fleet's limits or states change (an `update` event refreshes the snapshot: drift shows
+        at once), and otherwise once a minute, not every cycle.
+        """
         if self.config.capacity.memory_limits == "off":
             return
-        if self._limits_job is None or self._limits_job.done():
-            self._limits_job = self._limits_executor.submit(self.memory_limits.sync, containers, now)
+        if self._limits_job is not None and not self._limits_job.done():
+            return
+        signature = (
+            self.config.capacity,
+            tuple((c.id, c.state, c.memory_limit, c.memory_swap) for c in containers if c.managed),
+        )
+        if signature == self._limits_signature and now - self._limits_synced_at < LIMITS_RESYNC:
+            return
+        self._limits_signature, self._limits_synced_at = signature, now
+        self._limits_job = self._limits_executor.submit(self.memory_limits.sync, containers, now)
 
     def _engine_down(self, why: str) -> None:
         now = self.clock()

@@ -486,6 +486,10 @@ class MemoryLimitSync:
         if key in self._open:
             return False
         self._open.add(key)
+        self._record(kind, action, text, now, "enforce" if enforce else "report")
+        return True
+
+    def _record(self, kind: str, action: LimitAction, text: str, now: float, mode: str) -> None:
         self.journal.record(
             kind,
             text,
@@ -493,9 +497,8 @@ class MemoryLimitSync:
             container=action.container,
             container_id=action.container_id,
             fault=action.kind.value,
-            detail={**action.detail, "mode": "enforce" if enforce else "report"},
+            detail={**action.detail, "mode": mode},
         )
-        return True
 
     def _report(self, action: LimitAction, now: float) -> SyncResult:
         text = f"dry run: {action.reason}" if self._dry_run() else action.reason
@@ -545,15 +548,7 @@ class MemoryLimitSync:
             text += f"; engine warnings: {'; '.join(warnings)}"
         log = logger.bind(container=action.container, memory_limit=action.kind.value)
         (log.warning if outcome == Outcome.CORRECTED else log.info)("memory limits: {}", text)
-        self.journal.record(
-            kind,
-            text,
-            ts=now,
-            container=action.container,
-            container_id=action.container_id,
-            fault=action.kind.value,
-            detail={**action.detail, "mode": "enforce"},
-        )
+        self._record(kind, action, text, now, "enforce")
         return SyncResult(action, outcome, text)
 
     def _failed(self, action: LimitAction, why: str, now: float) -> SyncResult:

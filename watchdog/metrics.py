@@ -151,16 +151,6 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def parse_listen(text: str) -> tuple[str, int] | None:
-    """`HOST:PORT`, or `off` (None). Raises ValueError with the fix."""
-    if text.strip().lower() == "off":
-        return None
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{text!r}: expected HOST:PORT such as 127.0.0.1:9108, or off")
-    return host.strip("[]"), int(port)
-
-
 class HttpServer:
     """/metrics, /healthz, /status on a daemon thread."""
 

@@ -5,7 +5,7 @@ Pure. LiteLLM cannot change its backends without a database or a restart (an
 - the config file lists every deployment the fleet should have (changes rarely:
   a container added or removed, a GPU quarantined, a container given up); the
   proxy is restarted only when that set changes;
-- the rotation file says, every cycle, which of those deployments are out right
+- the rotation file says, as soon as it changes, which of those deployments are out right
   now (crashed, hung, restarting); the callback in litellm/ drops them from
   LiteLLM's candidates on every routing attempt.
 
@@ -38,7 +38,7 @@ DEPLOYMENT_KEYS = ("model_name", "litellm_params", "model_info")
 PLACEHOLDERS = ("{model}", "{container}", "{api_base}")
 HEADER = (
     "# Rendered by gpu-watchdog from {template}: edit the template, not this file.\n"
-    "# Deployments in rotation: {rotation} (rewritten every cycle; read by {module}.py).\n"
+    "# Deployments in rotation: {rotation} (rewritten as it changes; read by {module}.py).\n"
 )
 
 
@@ -242,16 +242,21 @@ def unreachable(deployments: Sequence[RouterDeployment], plan: CapacityPlan) -> 
     return [d.name for d in plan.deployments if d.name not in rendered]
 
 
-def api_bases_in(config_text: str) -> dict[str, str]:
-    """Deployment id -> api_base from a config rendered earlier (what a stopped container had)."""
+def deployments_in(config_text: str) -> list[list[str]]:
+    """The deployment set ([id, model, api_base], as `deployment_set` gives it) of a config rendered earlier."""
     try:
         data = yaml.safe_load(config_text)
-        return {
-            str(entry["model_info"]["id"]): str(entry["litellm_params"]["api_base"])
-            for entry in (data or {}).get("model_list") or []
-        }
+        return sorted(
+            [str(e["model_info"]["id"]), str(e["model_name"]), str(e["litellm_params"]["api_base"])]
+            for e in (data or {}).get("model_list") or []
+        )
     except (yaml.YAMLError, KeyError, TypeError, AttributeError):
-        return {}
+        return []
+
+
+def api_bases_in(config_text: str) -> dict[str, str]:
+    """Deployment id -> api_base from a config rendered earlier (what a stopped container had)."""
+    return {ident: base for ident, _, base in deployments_in(config_text)}
 
 
 def _fill(value: Any, values: Mapping[str, str]) -> Any:

@@ -20,7 +20,7 @@ import docker
 import httpx
 from loguru import logger
 
-from watchdog.capacity import CapacityPlan, Verdict, plan_capacity, planned_members
+from watchdog.capacity import CapacityPlan, CapacityPolicy, Verdict, plan_capacity, planned_members
 from watchdog.config import Config
 from watchdog.diagnose import ProbeHistory
 from watchdog.files import write_atomic, write_if_changed
@@ -53,6 +53,31 @@ PROXY_HEALTH_PATH = "/health/liveliness"
 META_PROXY_SET = "litellm_proxy_set"
 RESTART_BACKOFF_INITIAL, RESTART_BACKOFF_MAX = 30.0, 300.0
 CALLBACK_SOURCE = Path(__file__).resolve().parents[1] / "litellm" / f"{CALLBACK_MODULE}.py"
+
+
+def config_plan(
+    containers: Sequence[ContainerSnapshot],
+    marks: Mapping[str, GpuMark],
+    given_up: set[str],
+    policy: CapacityPolicy,
+    host_total: int | None,
+) -> CapacityPlan:
+    """The plan the router config follows. A container stopped on purpose stays in it (out of rotation
+    only): an operator's `docker stop` for maintenance must not cost a proxy restart (an ~11 s outage)."""
+    return plan_capacity(planned_members(containers, marks, given_up, set()), policy, host_total)
+
+
+def write_router_config(
+    out_path: Path,
+    template_path: Path,
+    template: RouterTemplate,
+    deployments: Sequence[RouterDeployment],
+    plan: CapacityPlan,
+) -> bool:
+    """The proxy's config and, next to it, the callback module it loads; True when the config changed."""
+    text = dump_config(render_config(template, deployments, plan), str(template_path), ROTATION_FILE)
+    install_callback(out_path, template_path)
+    return write_if_changed(out_path, text, keep_previous=True)
 
 
 def install_callback(out_path: Path, template_path: Path) -> None:
@@ -118,7 +143,11 @@ class RouterSync:
         self._template_key: tuple[int, int] | None = None
         self._said: dict[str, str] = {}  # topic -> last message logged (each problem once)
         self._rotation: dict[str, bool] = {}
-        self._api_bases: dict[str, str] = {}  # deployment id -> api_base last seen
+        self._api_bases: dict[str, str] | None = None  # deployment id -> api_base last seen (None: not read)
+        self._rendered_key: tuple[Any, ...] | None = None  # inputs of the config last written or found unchanged
+        self._rotation_written: tuple[str, float] | None = None  # (rotation without its time, when written)
+        self._confirmed: list[list[str]] | None = None  # META_PROXY_SET, read once, then kept in step
+        self._confirmed_read = False
         self._names: dict[str, str] = {}  # deployment id -> container name
         self._loaded: set[str] | None = None  # deployment ids the proxy has loaded (None: not read yet)
         self._rotation_view: dict[str, dict[str, Any]] = {}
@@ -164,21 +193,15 @@ class RouterSync:
             self._track_plan(plan, now)
             if not self.config.litellm.enabled:
                 return
-            # A container stopped on purpose stays in the config, out of rotation: an operator's
-            # `docker stop` for maintenance must not cost a proxy restart (an ~11 s outage).
-            config_plan = (
-                plan_capacity(planned_members(containers, marks, given_up, set()), policy, self.host_total)
-                if stopped
-                else plan
-            )
-            if not self._api_bases:
+            plan_for_config = config_plan(containers, marks, given_up, policy, self.host_total) if stopped else plan
+            if self._api_bases is None:
                 self._api_bases = self._api_bases_on_disk()
-            deployments = router_deployments(containers, config_plan, self._api_bases)
+            deployments = router_deployments(containers, plan_for_config, self._api_bases)
             self._api_bases.update({d.id: d.api_base for d in deployments})
             self._names.update({d.id: d.container for d in deployments})
             self._settle_restart(now)
             self._write_rotation(deployments, containers, diagnosis, decisions, held, histories, now)
-            self._write_config(deployments, config_plan, now)
+            self._write_config(deployments, plan_for_config, now)
             self._watch_proxy(histories.get(PROXY_TARGET), now)
         except Exception as exc:  # logged and counted; the next cycle tries again
             self.errors += 1
@@ -262,7 +285,7 @@ class RouterSync:
             entries.append(RotationEntry(ident, name, "", False, "removed from the config; the proxy still has it"))
         document = rotation_document(entries, now, self.config.litellm.stale_after, self.config.litellm.all_down)
         try:
-            write_atomic(self.rotation_path, json.dumps(document, indent=1), durable=False)
+            self._write_rotation_file(document, now)
             self._clear("rotation-write", f"rotation file {self.rotation_path} writable again")
         except OSError as exc:
             self._say(
@@ -289,6 +312,19 @@ class RouterSync:
         self._rotation_view = {
             e.id: {"container": e.container, "in": e.in_rotation, "reason": e.reason} for e in entries
         }
+
+    def _write_rotation_file(self, document: dict[str, Any], now: float) -> None:
+        """At once when it changes; otherwise often enough to stay fresh (it is the callback's heartbeat).
+
+        Cycles can come many times a second on an event storm: an unchanged rotation is
+        rewritten only every stale_after / 5.
+        """
+        content = json.dumps({k: v for k, v in document.items() if k != "written_at"}, sort_keys=True)
+        last = self._rotation_written
+        if last is not None and last[0] == content and now - last[1] < self.config.litellm.stale_after / 5:
+            return
+        write_atomic(self.rotation_path, json.dumps(document, indent=1), durable=False)
+        self._rotation_written = (content, now)
 
     # -- config and proxy --------------------------------------------------------
 
@@ -317,16 +353,24 @@ class RouterSync:
             )
         return self._template
 
+    def _confirmed_set(self) -> list[list[str]] | None:
+        """The deployments the proxy was last confirmed to serve (journal meta, read once)."""
+        if not self._confirmed_read:
+            stored = self.journal.get_meta(META_PROXY_SET)
+            self._confirmed = json.loads(stored) if stored else None
+            self._confirmed_read = True
+        return self._confirmed
+
     def _loaded_ids(self) -> set[str]:
         """What the proxy may have loaded: the last confirmed set, plus every config written since."""
         if self._loaded is None:
-            stored = self.journal.get_meta(META_PROXY_SET)
-            confirmed = {str(entry[0]) for entry in json.loads(stored)} if stored else set()
+            confirmed = {str(entry[0]) for entry in self._confirmed_set() or []}
             self._loaded = confirmed | set(self._api_bases_on_disk())
         return self._loaded
 
     def _set_loaded(self, deployments: list[list[str]]) -> None:
         self.journal.set_meta(META_PROXY_SET, json.dumps(deployments))
+        self._confirmed, self._confirmed_read = deployments, True
         self._loaded = {entry[0] for entry in deployments}
 
     def _api_bases_on_disk(self) -> dict[str, str]:
@@ -339,6 +383,28 @@ class RouterSync:
         template = self.load_template()
         if template is None:
             return
+        written = False
+        key = (self._template_key, tuple(deployments), plan.global_max_parallel_requests, self._out_stat())
+        if key != self._rendered_key:  # render and compare only when an input changed, not every cycle
+            outcome = self._render(template, deployments, plan)
+            if outcome is None:
+                return
+            written = outcome
+            self._rendered_key = (*key[:3], self._out_stat())
+        self._sync_proxy(deployment_set(deployments), written, now)
+
+    def _out_stat(self) -> tuple[int, int] | None:
+        """Someone editing or removing the rendered file makes it be rewritten."""
+        try:
+            stat = self.out_path.stat()
+        except OSError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size)
+
+    def _render(
+        self, template: RouterTemplate, deployments: Sequence[RouterDeployment], plan: CapacityPlan
+    ) -> bool | None:
+        """Write the config if its text changed; None when it cannot be written (said once)."""
         missing = unreachable(deployments, plan)
         if missing:
             self._say(
@@ -349,30 +415,29 @@ class RouterSync:
             )
         else:
             self._clear("unreachable")
-        text = dump_config(render_config(template, deployments, plan), self.config.litellm.template, ROTATION_FILE)
         try:
-            install_callback(self.out_path, Path(self.config.litellm.template))
-            written = write_if_changed(self.out_path, text, keep_previous=True)
-            if written:
-                self._loaded_ids().update(d.id for d in deployments)  # an operator may restart the proxy any time
-                logger.info("LiteLLM config {} rewritten ({} deployment(s))", self.out_path, len(deployments))
-            self._clear("config-write")
+            written = write_router_config(
+                self.out_path, Path(self.config.litellm.template), template, deployments, plan
+            )
         except OSError as exc:
             self._say(
                 "config-write",
                 f"cannot write the LiteLLM config {self.out_path} ({exc.strerror}); fix litellm.out",
                 journal_kind="router-error",
             )
-            return
-        self._sync_proxy(deployment_set(deployments), written, now)
+            return None
+        self._clear("config-write")
+        if written:
+            self._loaded_ids().update(d.id for d in deployments)  # an operator may restart the proxy any time
+            logger.info("LiteLLM config {} rewritten ({} deployment(s))", self.out_path, len(deployments))
+        return written
 
     def _sync_proxy(self, wanted: list[list[str]], written: bool, now: float) -> None:
         """Restart the proxy only when its set of deployments really changes (a restart is an outage)."""
-        self._settle_restart(now)
         if self._restart is not None:
             return
-        stored = self.journal.get_meta(META_PROXY_SET)
-        if stored is not None and json.loads(stored) == wanted:
+        stored = self._confirmed_set()
+        if stored is not None and stored == wanted:
             self._clear("proxy-restart-needed")
             return
         if stored is None and not written and not self._restart_owed:

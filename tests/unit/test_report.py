@@ -132,8 +132,8 @@ def test_cli_report_and_bad_input(journal: Journal, tmp_path: Path) -> None:
 
 
 def test_listen_and_health_helpers() -> None:
-    from watchdog.config import ConfigError, parse_config
-    from watchdog.metrics import parse_listen, recent
+    from watchdog.config import ConfigError, parse_config, parse_listen
+    from watchdog.metrics import recent
 
     assert parse_listen("127.0.0.1:9108") == ("127.0.0.1", 9108)
     assert parse_listen("[::1]:9108") == ("::1", 9108)

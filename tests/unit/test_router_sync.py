@@ -187,3 +187,18 @@ def test_disabled_router_writes_nothing_but_still_plans(tmp_path: Path, enabled:
     assert sync.plan is not None
     assert (tmp_path / "out" / "rotation.json").exists() is enabled
     assert (sync.view()["litellm"] is None) is not enabled
+
+
+def test_unchanged_rotation_is_rewritten_only_as_a_heartbeat(tmp_path: Path) -> None:
+    sync, _, _ = make(tmp_path)  # stale_after 15 s: an unchanged rotation is rewritten every 3 s
+    fleet = [snapshot(0)]
+    ready = Diagnosis(ready=frozenset({"id0"}))
+    path = tmp_path / "out" / "rotation.json"
+    sync.cycle(fleet, ready, [], {}, {}, {"id0": ok_history()}, 1000.0)
+    assert json.loads(path.read_text())["written_at"] == 1000.0
+    sync.cycle(fleet, ready, [], {}, {}, {"id0": ok_history()}, 1001.0)  # an event storm: same state
+    assert json.loads(path.read_text())["written_at"] == 1000.0
+    sync.cycle(fleet, Diagnosis(), [], {}, {}, {"id0": ok_history()}, 1001.5)  # a change: written at once
+    assert json.loads(path.read_text())["written_at"] == 1001.5 and json.loads(path.read_text())["out"]
+    sync.cycle(fleet, Diagnosis(), [], {}, {}, {"id0": ok_history()}, 1004.6)  # the heartbeat
+    assert json.loads(path.read_text())["written_at"] == 1004.6
