@@ -4,7 +4,7 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 export COMPOSE_BAKE := false
 
-.PHONY: help demo demo-down venv fake-nvml engine images litellm-proxy promtool lint unit integration test test-real-gpu run bench clean
+.PHONY: help demo demo-down venv fake-nvml engine images litellm-proxy promtool chromium lint unit integration test test-real-gpu run bench clean
 
 help:
 	@echo "make demo   - a simulated 8-GPU fleet, the real LiteLLM proxy and the watchdog, then chaos (no GPU needed)"
@@ -37,6 +37,10 @@ images: engine venv
 promtool:
 	bash scripts/ensure-promtool.sh
 
+# A headless Chromium renders the HTML report in its test (Debian's chromium-headless-shell package).
+chromium:
+	bash scripts/ensure-chromium.sh
+
 # The pinned LiteLLM proxy in its own venv (.venv-litellm): the router tests run the real one.
 litellm-proxy:
 	bash scripts/ensure-litellm.sh
@@ -46,14 +50,14 @@ lint: venv
 	$(VENV)/bin/ruff format --check watchdog tests bench compose litellm scripts
 	$(VENV)/bin/mypy
 
-unit: venv fake-nvml promtool
+unit: venv fake-nvml promtool chromium
 	$(VENV)/bin/pytest tests/unit -q -m "not real_gpu"
 
-integration: venv fake-nvml images litellm-proxy
+integration: venv fake-nvml images litellm-proxy promtool chromium
 	$(VENV)/bin/pytest tests/integration tests/test_packaging.py
 
 # Tests marked real_gpu need an NVIDIA GPU; CI has none, so they are deselected here (see test-real-gpu).
-test: venv fake-nvml images litellm-proxy promtool lint
+test: venv fake-nvml images litellm-proxy promtool chromium lint
 	$(VENV)/bin/pytest tests -m "not real_gpu"
 
 test-real-gpu: venv

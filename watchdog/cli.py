@@ -437,7 +437,7 @@ def _fleet_now(config: Config) -> tuple[list[Any], Journal, set[str]]:
 
 @cli.command()
 @click.option("--since", default="24h", show_default=True, help="How far back, e.g. 24h, 7d, 90m.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown", "html"]), default="table")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write to FILE (atomically) instead.")
 @click.option(
     "--threshold",
@@ -464,12 +464,18 @@ def report(obj: Context, since: str, fmt: str, out: str | None, threshold: int) 
     journal = open_journal(obj.config)
     try:
         # Entries from a day earlier too: an episode open when the window starts counts as downtime.
-        result = build(
-            journal.entries(since=window.start - 86400), journal.actions(since=window.start), window, threshold
-        )
+        entries = journal.entries(since=window.start - 86400)
+        actions = journal.actions(since=window.start)
     finally:
         journal.close()
-    text = render(result, fmt)
+    result = build(entries, actions, window, threshold)
+    if fmt == "html":
+        from watchdog.report_html import render_html
+        from watchdog.timeline import build_timeline
+
+        text = render_html(result, build_timeline(entries, actions, window), generated_at=now)
+    else:
+        text = render(result, fmt)
     if out is None:
         click.echo(text)
         return

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # the journal is I/O; the report only reads its rows
 HOUR = 3600.0
 INSTABILITY_PER_HOUR = 5  # seed 001: alert above 5 restarts per hour
 END_KINDS = ("recovered", "cleared")
-FORMATS = ("table", "json", "csv", "markdown")
+FORMATS = ("table", "json", "csv", "markdown")  # html: watchdog.report_html (needs the timeline)
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def build(
         events = [e for e in in_window if e.get("container") == name]
         rows.append(_row(name, mine, events, window, threshold, down.get(name, 0.0), sorted(gpus_of.get(name, set()))))
     gpu_rows = []
-    for gpu in sorted({g for r in rows for g in r.gpus}, key=_gpu_order):
+    for gpu in sorted({g for r in rows for g in r.gpus}, key=gpu_order):
         members = {r.name for r in rows if gpu in r.gpus}
         mine = [a for a in restarts if a.container in members]
         events = [e for e in in_window if e.get("container") in members]
@@ -148,7 +148,7 @@ def build(
     return Report(window, threshold, rows, gpu_rows, fleet)
 
 
-def _gpu_order(ref: str) -> tuple[int, str]:
+def gpu_order(ref: str) -> tuple[int, str]:
     return (int(ref), "") if ref.isdigit() else (1 << 30, ref)
 
 
@@ -188,7 +188,7 @@ def _round(value: float | None) -> float | None:
 COLUMNS = ("name", "restarts", "per h", "peak/h", "causes", "faults", "recover p50/p95 s", "avail %", "gave up")
 
 
-def _cells(row: Row) -> list[str]:
+def cells(row: Row) -> list[str]:
     causes = ", ".join(f"{k} {v}" for k, v in row.by_cause.items()) or "-"
     p50 = "-" if row.recovery_p50_s is None else f"{row.recovery_p50_s:g}"
     p95 = "-" if row.recovery_p95_s is None else f"{row.recovery_p95_s:g}"
@@ -220,7 +220,7 @@ def render(report: Report, fmt: str) -> str:
         writer.writerow(["scope", *COLUMNS])
         for scope, rows in _sections(report):
             for row in rows:
-                writer.writerow([scope, *_cells(row)])
+                writer.writerow([scope, *cells(row)])
         return out.getvalue()
     hours = report.window.seconds / HOUR
     head = (
@@ -231,12 +231,12 @@ def render(report: Report, fmt: str) -> str:
         lines = [f"# {head}", ""]
         for scope, rows in _sections(report):
             lines += [f"## {scope}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-            lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+            lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
             lines.append("")
         return "\n".join(lines)
     lines = [head]
     for scope, rows in _sections(report):
-        table = [list(COLUMNS), *(_cells(r) for r in rows)]
+        table = [list(COLUMNS), *(cells(r) for r in rows)]
         widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
         lines += ["", f"{scope}:"]
         lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]

@@ -22,6 +22,8 @@ PURE = [
     "watchdog.capacity",
     "watchdog.router",
     "watchdog.report",
+    "watchdog.timeline",
+    "watchdog.report_html",
 ]
 FORBIDDEN = ["docker", "httpx", "sqlite3", "_sqlite3", "socket", "_socket", "requests", "urllib3", "ssl"]
 

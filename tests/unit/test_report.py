@@ -7,46 +7,18 @@ import io
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.report_scenario import T0, H, build_scenario
 from watchdog.journal import Journal
 from watchdog.report import Window, build, peak_in_an_hour, percentile, render
-
-T0 = float(int(time.time()) - 10 * 86400)  # window start, 10 days ago (the CLI reads back 30 days)
-H = 3600.0
-
-
-def restart(journal: Journal, container: str, at: float, fault: str, gpu: str, recover_after: float | None) -> None:
-    """One episode: detected at `at`, a restart, healthy `recover_after` s later (None: never)."""
-    journal.record("detected", f"{fault}", ts=at, container=container, gpus=(gpu,), fault=fault)
-    action = journal.begin_action("restart", container, f"id-{container}", fault, "test", ts=at)
-    journal.finish_action(action, "ok", ts=at + 1)
-    if recover_after is not None:
-        journal.record(
-            "recovered", "healthy", ts=at + recover_after, container=container, gpus=(gpu,), duration=recover_after
-        )
 
 
 @pytest.fixture
 def journal(tmp_path: Path) -> Journal:
-    j = Journal.in_dir(tmp_path)
-    # llm-0 (GPU 0): 6 restarts within 50 minutes -> peak 6 in an hour > 5 -> UNSTABLE.
-    for i in range(6):
-        restart(j, "llm-0", T0 + 600 + i * 600, "stopped", "0", 10.0 + i)  # recover 10..15 s
-    # llm-1 (GPU 1): 2 restarts, 2 h apart: one endpoint-failing (recover 30 s), one zero-vram (recover 90 s).
-    restart(j, "llm-1", T0 + 1 * H, "endpoint-failing", "1", 30.0)
-    restart(j, "llm-1", T0 + 3 * H, "zero-vram", "1", 90.0)
-    # embed-1 (GPU 1 too): a crash loop given up, never recovered: down from T0+5h to the window's end (T0+6h).
-    restart(j, "embed-1", T0 + 5 * H, "stopped", "1", None)
-    j.record("give-up", "3 restarts", ts=T0 + 5 * H + 5, container="embed-1")
-    # Outside the window: ignored as restarts.
-    restart(j, "llm-0", T0 - 2 * H, "stopped", "0", 5.0)
-    # A dry-run restart is not a restart.
-    j.begin_action("restart", "llm-1", "id-llm-1", "stopped", "dry", ts=T0 + 2 * H, dry_run=True)
-    return j
+    return build_scenario(tmp_path)
 
 
 def test_report_numbers_match_the_hand_computed_ones(journal: Journal) -> None:
