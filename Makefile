@@ -73,6 +73,7 @@ bench: venv images litellm-proxy
 	$(PY) bench/gpu_probe.py
 	$(PY) bench/zero_vram.py
 	$(PY) bench/litellm_failover.py
+	$(PY) bench/report_scale.py
 
 # The no-GPU demo (GPUs SIMULATED through the fake NVML driver); see compose/demo/demo.py.
 demo: venv fake-nvml images litellm-proxy

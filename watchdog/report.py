@@ -129,18 +129,23 @@ def build(
     for entry in entries:
         if entry.get("container") and entry.get("gpu"):
             gpus_of[entry["container"]].update(g for g in str(entry["gpu"]).split(",") if g)
-    names = sorted({a.container for a in restarts} | {e["container"] for e in in_window if e.get("container")})
+    restarts_of: dict[str, list[ActionRow]] = defaultdict(list)
+    for action in restarts:
+        restarts_of[action.container].append(action)
+    events_of: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for entry in in_window:
+        if entry.get("container"):
+            events_of[entry["container"]].append(entry)
     down = downtime(entries, window)
     rows = []
-    for name in names:
-        mine = [a for a in restarts if a.container == name]
-        events = [e for e in in_window if e.get("container") == name]
-        rows.append(_row(name, mine, events, window, threshold, down.get(name, 0.0), sorted(gpus_of.get(name, set()))))
+    for name in sorted(set(restarts_of) | set(events_of)):
+        gpus = sorted(gpus_of.get(name, set()))
+        rows.append(_row(name, restarts_of[name], events_of[name], window, threshold, down.get(name, 0.0), gpus))
     gpu_rows = []
     for gpu in sorted({g for r in rows for g in r.gpus}, key=gpu_order):
-        members = {r.name for r in rows if gpu in r.gpus}
-        mine = [a for a in restarts if a.container in members]
-        events = [e for e in in_window if e.get("container") in members]
+        members = [r.name for r in rows if gpu in r.gpus]
+        mine = [a for name in members for a in restarts_of[name]]
+        events = [e for name in members for e in events_of[name]]
         gpu_rows.append(_row(gpu, mine, events, window, threshold, None, []))
     fleet = _row("fleet", restarts, [e for e in in_window if e.get("container")], window, threshold, None, [])
     if rows:

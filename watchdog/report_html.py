@@ -4,7 +4,7 @@ No script, no font, no stylesheet from elsewhere: the file opens the same from a
 attachment, a ticket or an air-gapped host. The chart draws one lane per container, per
 GPU and for the host: red bars are fault episodes (dark red: still open at the window's
 end), marks are restarts, breaker trips, Xids, GPU marks and driver/engine events. Marks
-closer than a pixel merge into one whose tooltip gives the count, so a 30-day journal of
+closer than a few pixels merge into one whose tooltip gives the count, so a 30-day journal of
 100k events stays a small file.
 """
 
@@ -26,6 +26,8 @@ AXIS_H = 30
 RIGHT_PAD = 16
 TICK_STEPS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400, 14 * 86400)
 MAX_TICKS = 12
+MARK_BIN_PX = 6  # a mark is 12 px wide: marks closer than this merge into one (the tooltip counts)
+EPISODE_GAP_PX = 3  # fault bars closer than this merge into one
 
 # kind -> (fill, stroke, shape, legend)
 MARK_STYLE: dict[str, tuple[str, str, str, str]] = {
@@ -90,7 +92,7 @@ def render_html(report: Report, timeline: Timeline, generated_at: float | None =
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>gpu-watchdog restart report, {escape(_utc(window.start))} to {escape(_utc(window.end))} UTC</title>",
-        f"<style>{CSS}</style></head><body>",
+        f"<style>{CSS}{_mark_css()}</style></head><body>",
         "<h1>gpu-watchdog restart report</h1>",
         f'<div class="meta">{escape(_utc(window.start))} to {escape(_utc(window.end))} UTC ({hours:.1f} h), '
         f"generated {escape(generated)} UTC. UNSTABLE: more than {report.threshold} restarts in an hour.</div>",
@@ -103,6 +105,12 @@ def render_html(report: Report, timeline: Timeline, generated_at: float | None =
         parts += [f"<h2>{title}</h2>", _table(rows)]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _mark_css() -> str:
+    """Colours by kind in the stylesheet, not on each of thousands of shapes."""
+    rules = [f'[data-kind="{kind}"]{{fill:{style[0]};stroke:{style[1]}}}' for kind, style in MARK_STYLE.items()]
+    return "\n".join([".mark,.legend-mark{stroke-width:1.5;fill:#e377c2;stroke:#e377c2}", *rules]) + "\n"
 
 
 def _utc(ts: float, fmt: str = "%Y-%m-%d %H:%M") -> str:
@@ -204,17 +212,17 @@ def _lane(lane: Lane, geo: Geometry, y: int, unstable: bool) -> str:
     return "\n".join(out)
 
 
-def _fit(text: str, limit: int = 26) -> str:
+def _fit(text: str, limit: int = 24) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _merge_episodes(episodes: list[Episode], geo: Geometry) -> list[list[Episode]]:
-    """Episodes that touch on screen (within a pixel) and share open/closed become one bar."""
+    """Episodes that (nearly) touch on screen and share open/closed become one bar."""
     groups: list[list[Episode]] = []
     right = -1.0
     for episode in sorted(episodes, key=lambda e: e.start):
         x0, x1 = geo.x(episode.start), max(geo.x(episode.end), geo.x(episode.start) + 2)
-        if groups and x0 <= right + 1 and (groups[-1][0].outcome == "open") == (episode.outcome == "open"):
+        if groups and x0 <= right + EPISODE_GAP_PX and (groups[-1][0].outcome == "open") == (episode.outcome == "open"):
             groups[-1].append(episode)
             right = max(right, x1)
         else:
@@ -246,17 +254,17 @@ def _episode_rect(group: list[Episode], geo: Geometry, y: int) -> str:
 
 
 def _bin_marks(marks: list[Mark], geo: Geometry) -> list[tuple[str, float, list[Mark]]]:
-    """One shape per kind per pixel column: a month of restarts stays a few thousand shapes."""
+    """One shape per kind per few pixels: a month of restarts stays a few thousand shapes."""
     bins: dict[tuple[str, int], list[Mark]] = {}
     for mark in marks:
-        bins.setdefault((mark.kind, round(geo.x(mark.ts))), []).append(mark)
+        bins.setdefault((mark.kind, int(geo.x(mark.ts) // MARK_BIN_PX)), []).append(mark)
     shapes = [(kind, geo.x(group[0].ts), group) for (kind, _), group in bins.items()]
     # Big, background shapes first: an Xid drawn over its GPU's quarantine square leaves both visible.
     return sorted(shapes, key=lambda s: (DRAW_ORDER.get(s[0], 1), s[1]))
 
 
 def _mark_shape(kind: str, x: float, marks: list[Mark], y: int, legend: bool = False) -> str:
-    fill, stroke, shape, _ = MARK_STYLE.get(kind, MARK_STYLE["alert"])
+    shape = MARK_STYLE[kind][2] if kind in MARK_STYLE else "triangle-up"
     cy = y + (BAR_DY + BAR_H / 2 if kind in ON_BAR and not legend else MARK_DY)
     if len(marks) == 1:
         tip = f"{_utc(marks[0].ts, '%m-%d %H:%M:%S')} {marks[0].label}"
@@ -264,8 +272,7 @@ def _mark_shape(kind: str, x: float, marks: list[Mark], y: int, legend: bool = F
         tip = f"{len(marks)} × {kind} around {_utc(marks[0].ts, '%m-%d %H:%M')}: {marks[0].label} …"
     attrs = (
         f'class="{"legend-mark" if legend else "mark"}" data-kind="{kind}" '
-        f'data-ts="{marks[0].ts:.3f}" data-count="{len(marks)}" '
-        f'fill="{fill}" stroke="{stroke}" stroke-width="1.5"'
+        f'data-ts="{marks[0].ts:.0f}" data-count="{len(marks)}"'
     )
     title = "" if legend else f"<title>{escape(tip)}</title>"
     if shape == "circle":
