@@ -266,6 +266,9 @@ def report() -> None:
     """The restart-rate report (`gpu-watchdog report`) over the demo's hour, then status."""
     say("gpu-watchdog report --since 1h (GPUs SIMULATED):")
     print(watchdog_cli("report", "--since", "1h").stdout)
+    html = RUN / "report.html"
+    written = watchdog_cli("report", "--since", "1h", "--format", "html", "--out", str(html))
+    say(f"the same as one HTML file with a timeline: {html}" if written.returncode == 0 else written.stderr.strip())
     print(watchdog_cli("status", env=fake_nvml_env()).stdout)
 
 

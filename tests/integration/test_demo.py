@@ -44,6 +44,8 @@ def test_demo_heals_the_chaos_and_the_proxy_keeps_serving(client: docker.DockerC
         assert "restart report" in report.stdout and "gpu-watchdog-demo-llm-4-1" in report.stdout
         llm4 = next(line for line in report.stdout.splitlines() if line.strip().startswith("gpu-watchdog-demo-llm-4-1"))
         assert llm4.split()[-1] == "1"  # the breaker gave up once
+        page = (ROOT / ".demo" / "report.html").read_text()
+        assert 'data-lane="gpu-watchdog-demo-llm-4-1"' in page and 'data-kind="give-up"' in page
     finally:
         stopped = demo("down", 120)
     assert stopped.returncode == 0, stopped.stderr
