@@ -4,7 +4,7 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 export COMPOSE_BAKE := false
 
-.PHONY: help demo demo-down venv fake-nvml engine images litellm-proxy promtool chromium lint unit integration test test-real-gpu run bench clean
+.PHONY: help demo demo-down venv fake-nvml engine images litellm-proxy promtool chromium haproxy lint unit integration test test-real-gpu run bench clean
 
 help:
 	@echo "make demo   - a simulated 8-GPU fleet, the real LiteLLM proxy and the watchdog, then chaos (no GPU needed)"
@@ -41,6 +41,10 @@ promtool:
 chromium:
 	bash scripts/ensure-chromium.sh
 
+# haproxy runs the least-privilege Docker socket proxy config in its test (Debian's haproxy package; no service).
+haproxy:
+	bash scripts/ensure-haproxy.sh
+
 # The pinned LiteLLM proxy in its own venv (.venv-litellm): the router tests run the real one.
 litellm-proxy:
 	bash scripts/ensure-litellm.sh
@@ -53,11 +57,11 @@ lint: venv
 unit: venv fake-nvml promtool chromium
 	$(VENV)/bin/pytest tests/unit -q -m "not real_gpu"
 
-integration: venv fake-nvml images litellm-proxy promtool chromium
+integration: venv fake-nvml images litellm-proxy promtool chromium haproxy
 	$(VENV)/bin/pytest tests/integration tests/test_packaging.py
 
 # Tests marked real_gpu need an NVIDIA GPU; CI has none, so they are deselected here (see test-real-gpu).
-test: venv fake-nvml images litellm-proxy promtool chromium lint
+test: venv fake-nvml images litellm-proxy promtool chromium haproxy lint
 	$(VENV)/bin/pytest tests -m "not real_gpu"
 
 test-real-gpu: venv
