@@ -51,6 +51,14 @@ def parse_event(raw: dict[str, Any]) -> EngineEvent | None:
     )
 
 
+def _refused(stream: Any) -> str | None:
+    """Why the engine (or a proxy in front of it) answered /events with an error status, else None."""
+    status = getattr(getattr(stream, "_response", None), "status_code", None)
+    if isinstance(status, int) and status >= 400:
+        return f"event stream refused: HTTP {status} (a socket proxy must allow GET /events)"
+    return None
+
+
 class EventWatcher:
     """Feeds engine events to a callback; reconnects with backoff when the engine goes away."""
 
@@ -70,6 +78,7 @@ class EventWatcher:
         self._thread: threading.Thread | None = None
         self.last_event_at: float | None = None
         self.connected = False
+        self._said = False
 
     def start(self, since: float | None) -> None:
         self.last_event_at = since
@@ -86,7 +95,9 @@ class EventWatcher:
             self._thread.join(3)
 
     def _set_connected(self, connected: bool, why: str) -> None:
-        if connected != self.connected:
+        """Said on each change, and the first time: a stream never opened is said once too."""
+        if connected != self.connected or not self._said:
+            self._said = True
             self.connected = connected
             if self._on_connection is not None:
                 self._on_connection(connected, why)
@@ -101,6 +112,13 @@ class EventWatcher:
                 if self.last_event_at is not None:
                     kwargs["since"] = self.last_event_at
                 self._stream = client.events(**kwargs)
+                refused = _refused(self._stream)
+                if refused:  # the SDK does not raise for /events: e.g. a socket proxy's 403 reads as one "event"
+                    self._stream.close()
+                    self._set_connected(False, refused)
+                    self._stopping.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
                 self._set_connected(True, "event stream open")
                 backoff = 0.5
                 for raw in self._stream:

@@ -148,13 +148,13 @@ def engine_socket() -> str:
 class SocketProxy:
     """`haproxy -db -f compose/socket-proxy/haproxy.cfg` on a free port; its log lines parsed."""
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+    def __init__(self, binary: str, workdir: Path, config: Path = CONFIG) -> None:
         self.port = free_port()
         self.log_path = workdir / "haproxy.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         env = {**os.environ, "SOCKET_PROXY_LISTEN": f"127.0.0.1:{self.port}", "DOCKER_SOCKET": engine_socket()}
         self.proc = subprocess.Popen(
-            [binary, "-db", "-f", str(CONFIG)], stdout=self._log, stderr=subprocess.STDOUT, env=env
+            [binary, "-db", "-f", str(config)], stdout=self._log, stderr=subprocess.STDOUT, env=env
         )
         wait_for(lambda: self._listening() or self.proc.poll() is not None, 10, "haproxy to listen")
         assert self.proc.poll() is None, f"haproxy exited {self.proc.returncode}:\n{self.log()}"
@@ -618,3 +618,26 @@ def test_compose_up_the_watchdog_heals_through_the_socket_proxy(
         assert info.returncode != 0 and "403" in info.stderr, info.stderr[-2000:]
     finally:
         subprocess.run([*base, "down", "-v", "--timeout", "2"], capture_output=True, env=env, cwd=ROOT, timeout=120)
+
+
+def test_a_proxy_that_refuses_events_is_said_and_polling_heals(
+    haproxy_binary: str, fleet: Fleet, daemons: list[Daemon], tmp_path: Path, prefix: str
+) -> None:
+    """An allowlist without GET /events: the daemon says the stream is refused (not "connected") and polls."""
+    narrowed = tmp_path / "no-events.cfg"
+    lines = CONFIG.read_text().splitlines()
+    kept = [line for line in lines if not ("http-request allow" in line and "/events" in line)]
+    assert len(kept) == len(lines) - 1
+    narrowed.write_text("\n".join(kept) + "\n")
+    proxy = SocketProxy(haproxy_binary, tmp_path, narrowed)
+    try:
+        fleet.start("a")
+        fleet.wait_ready("a")
+        daemon = new_daemon(daemons, tmp_path, prefix, env=proxy.env()).start()
+        wait_for(lambda: "event stream refused: HTTP 403" in daemon.log(), 15, "the refusal said")
+        assert "engine event stream connected" not in daemon.log()
+        name = fleet.get("a").name
+        fleet.get("a").kill()
+        wait_for(lambda: ok_restarts(daemon, name), 20, "healed by polling")
+    finally:
+        proxy.stop()
