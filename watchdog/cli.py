@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -19,16 +20,18 @@ import docker
 from loguru import logger
 
 from watchdog import __version__
-from watchdog.config import Config, ConfigError, load_config
+from watchdog.config import Config, ConfigError, NotifyConfig, load_config
 from watchdog.docker_probe import ENGINE_ERRORS, DockerProbe, EngineUnavailable
 from watchdog.journal import Journal
 from watchdog.lock import InstanceLock, LockHeld
 from watchdog.logs import configure
 from watchdog.loop import CycleResult, Watchdog
+from watchdog.notify import Notifier as Webhooks
 from watchdog.sd_notify import Notifier
 from watchdog.status import build_status, render_table
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+SENDING_COMMANDS = ("run", "notify")  # they need the notify targets' secrets (url_env, headers_env)
 RESET_ERRORS: tuple[type[BaseException], ...] = (EngineUnavailable, *ENGINE_ERRORS)
 
 
@@ -56,9 +59,24 @@ def open_journal(config: Config) -> Journal:
         fail(f"cannot open the journal in {state_dir}: {exc}; set state_dir or GPU_WATCHDOG_STATE_DIR", EXIT_RUNTIME)
 
 
-def _load(config_path: str | None, overrides: dict[str, Any]) -> Config:
+def _daemon_journal(config: Config) -> Journal:
+    """The daemon heals even when its journal cannot be opened (full or read-only disk): in memory, said loudly."""
+    state_dir = config.resolved_state_dir()
     try:
-        config = load_config(config_path)
+        return Journal.in_dir(state_dir)
+    except Exception as exc:  # sqlite3.Error or OSError: the disk, not the fleet
+        logger.critical(
+            "cannot open the journal in {} ({}): healing WITHOUT a persistent record (kept in memory, lost at exit);"
+            " free space or fix the disk, then restart gpu-watchdog",
+            state_dir,
+            exc,
+        )
+        return Journal(Path(":memory:"))
+
+
+def _load(config_path: str | None, overrides: dict[str, Any], secrets: bool = True) -> Config:
+    try:
+        config = load_config(config_path, secrets=secrets)
     except ConfigError as exc:
         fail(str(exc), EXIT_USAGE)
     return replace(config, **{k: v for k, v in overrides.items() if v is not None})
@@ -110,7 +128,8 @@ def cli(
         "log_format": log_format,
         "http": _http_option(http),
     }
-    config = _load(config_path, overrides)
+    # Notify secrets (url_env) must be set for the commands that send; `status` and the like work without.
+    config = _load(config_path, overrides, secrets=daemon or ctx.invoked_subcommand in SENDING_COMMANDS)
     configure(config.log_level, config.log_format)
     ctx.obj = Context(config_path, config)
     ctx.meta["overrides"] = overrides
@@ -244,8 +263,44 @@ def run_once(config: Config) -> int:
     return EXIT_OK
 
 
+def _webhooks(config: NotifyConfig) -> Webhooks | None:
+    """The notifier for the configured targets, not started; None when there are none. ConfigError: unusable."""
+    return Webhooks(config) if config.targets else None
+
+
+def _attach_webhooks(webhooks: Webhooks, watchdog: Watchdog, journal: Journal) -> None:
+    webhooks.on_outcome = watchdog.metrics.notification
+    journal.subscribe(webhooks.observe)
+    webhooks.start()
+    logger.info(
+        "notifications on state transitions to {}", ", ".join(t.describe() for t in webhooks.targets) or "no target"
+    )
+
+
+def _reload_webhooks(
+    webhooks: Webhooks | None, fresh: NotifyConfig, watchdog: Watchdog, journal: Journal
+) -> Webhooks | None:
+    """SIGHUP: the new targets replace the old (ConfigError, nothing changed, when one is unusable)."""
+    if fresh == watchdog.config.notify:
+        return webhooks
+    if webhooks is None:
+        created = _webhooks(fresh)
+        if created is not None:
+            _attach_webhooks(created, watchdog, journal)
+        return created
+    webhooks.reconfigure(fresh)
+    logger.info(
+        "SIGHUP: notification targets now {}", ", ".join(t.describe() for t in webhooks.targets) or "none (off)"
+    )
+    return webhooks
+
+
 def run_daemon(obj: Context, overrides: dict[str, Any]) -> int:
     config = obj.config
+    try:
+        webhooks = _webhooks(config.notify)  # a target apprise refuses is a config error before anything starts
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
     stopping = threading.Event()
     reload_requested = threading.Event()
 
@@ -278,7 +333,7 @@ def run_daemon(obj: Context, overrides: dict[str, Any]) -> int:
     if stopping.is_set():
         return EXIT_OK
 
-    journal = open_journal(config)
+    journal = _daemon_journal(config)
     client: docker.DockerClient | None = None
     said = False
     while client is None and not stopping.is_set():
@@ -302,6 +357,8 @@ def run_daemon(obj: Context, overrides: dict[str, Any]) -> int:
     watchdog.start_events()
     watchdog.start_gpu()
     http_server = _start_http(watchdog, journal)
+    if webhooks is not None:
+        _attach_webhooks(webhooks, watchdog, journal)
 
     notifier = Notifier()
 
@@ -319,8 +376,10 @@ def run_daemon(obj: Context, overrides: dict[str, Any]) -> int:
         if reload_requested.is_set():
             reload_requested.clear()
             notifier.reloading()
+            nonlocal webhooks
             try:
                 fresh = replace(load_config(obj.config_path), **{k: v for k, v in overrides.items() if v is not None})
+                webhooks = _reload_webhooks(webhooks, fresh.notify, watchdog, journal)
             except ConfigError as exc:
                 logger.error("SIGHUP: config not reloaded, keeping the running one: {}", exc)
                 notifier.ready("config reload refused; running config kept")
@@ -337,6 +396,9 @@ def run_daemon(obj: Context, overrides: dict[str, Any]) -> int:
         if http_server is not None:
             http_server.stop()
         watchdog.shutdown()
+        if webhooks is not None:
+            webhooks.stop()  # what is queued gets a few seconds
+            journal.unsubscribe(webhooks.observe)
         journal.record("daemon-stop", "gpu-watchdog stopped", ts=time.time())
         journal.close()
         lock.release()
@@ -661,6 +723,34 @@ def gpu_release(obj: Context, uuid: str) -> None:
     )
     journal.close()
     click.echo(f"{match[0]}: released (was {mark.condition.value}); its containers are healed again")
+
+
+@cli.command("notify")
+@click.option("--test", "send", is_flag=True, help="Send one test message to each target now; exit 1 if any fails.")
+@click.option("--target", default=None, metavar="NAME", help="Only the target of this name.")
+@click.pass_obj
+def notify_command(obj: Context, send: bool, target: str | None) -> None:
+    """The notification targets (name, kind, events; never their URLs), or with --test a test message to each."""
+    from watchdog.notify import send_test
+
+    config = obj.config.notify
+    if not config.targets:
+        fail("no notify targets configured; add notify.targets to the config file (see the README)", EXIT_USAGE)
+    names = [t.name for t in config.targets]
+    if target is not None and target not in names:
+        fail(f"no notify target named {target!r}; configured: {', '.join(names)}", EXIT_USAGE)
+    if not send:
+        for item in config.targets:
+            if target is None or item.name == target:
+                click.echo(f"{item.describe()}: events {', '.join(item.events)}")
+        return
+    try:
+        results = send_test(config, target)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    for item, why in results:
+        click.echo(f"OK {item.name} ({item.kind})" if why is None else f"FAIL {item.name} ({item.kind}): {why}")
+    sys.exit(EXIT_OK if all(why is None for _, why in results) else EXIT_RUNTIME)
 
 
 def main() -> None:

@@ -7,8 +7,10 @@ key path and the fix, because a silently ignored setting is worse than none.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any
 import yaml
 
 from watchdog.capacity import CapacityPolicy, RoleMemory
+from watchdog.notices import NOTIFY_EVENTS, NOTIFY_KINDS, RESERVED_FIELDS
 from watchdog.units import parse_bool, parse_bytes, parse_duration
 
 ENV_CONFIG = "GPU_WATCHDOG_CONFIG"
@@ -91,6 +94,36 @@ class LitellmConfig:
 
 
 @dataclass(frozen=True)
+class NotifyTarget:
+    """One place notifications go. `url` and header values are secrets: never in a repr, a log or an error."""
+
+    name: str
+    kind: str  # webhook | slack | discord | apprise
+    url: str = field(repr=False)
+    url_env: str | None = None  # where the URL came from, when from the environment
+    events: tuple[str, ...] = NOTIFY_EVENTS
+    key: str = "text"  # webhook: the JSON key of the message text
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    def describe(self) -> str:
+        """Name, kind and where the URL comes from; no secret."""
+        source = f"url from ${self.url_env}" if self.url_env else "url in the config file"
+        return f"{self.name} ({self.kind}, {source})"
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """Webhook notifications on state transitions; no targets: off."""
+
+    targets: tuple[NotifyTarget, ...] = ()
+    dedup_window: float = 300.0  # the same event about the same container/GPU is sent once per window
+    rate_limit_per_minute: int = 10  # per target; the rest are counted and reported with the next one
+    timeout: float = 5.0  # per HTTP request
+    retries: int = 1  # further attempts after a failed send (connection error, timeout, HTTP 429 or 5xx)
+    host: str | None = None  # the name messages give this machine; None: its host name
+
+
+@dataclass(frozen=True)
 class Config:
     poll_interval: float = 5.0
     probe_timeout: float = 3.0
@@ -111,6 +144,7 @@ class Config:
     capacity: CapacityPolicy = field(default_factory=CapacityPolicy)
     litellm: LitellmConfig = field(default_factory=LitellmConfig)
     http: str = "127.0.0.1:9108"  # /metrics, /healthz, /status; "off" disables it
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
     def resolved_state_dir(self, env: Mapping[str, str] | None = None) -> Path:
         """state_dir, else $XDG_STATE_HOME/gpu-watchdog, else ~/.local/state/gpu-watchdog."""
@@ -166,6 +200,8 @@ def _check_keys(path: str, data: Mapping[str, Any], allowed: list[str]) -> None:
     for key in data:
         if key not in allowed:
             where = f"{path}.{key}" if path else str(key)
+            if not where.isprintable() or len(where) > 80:  # a line break or a wall of text stays one short line
+                where = ascii(where[:80])[1:-1]
             close = difflib.get_close_matches(str(key), allowed, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(allowed)}"
             raise ConfigError(f"config: unknown key '{where}'{hint}")
@@ -179,8 +215,13 @@ def _section(path: str, value: Any) -> Mapping[str, Any]:
     return value
 
 
-def parse_config(data: Mapping[str, Any] | None) -> Config:
-    """Validate a mapping (as read from YAML) into a Config."""
+def parse_config(data: Mapping[str, Any] | None, env: Mapping[str, str] | None = None, secrets: bool = True) -> Config:
+    """Validate a mapping (as read from YAML) into a Config.
+
+    `env` resolves notify's url_env and headers_env (default os.environ). With `secrets` False a
+    variable that is not set is no error (its target gets an empty URL): for the commands that
+    never send, so `status` works from a shell without the daemon's secrets.
+    """
     data = _section("", data) if data is not None else {}
     top = [f.name for f in fields(Config)]
     _check_keys("", data, top)
@@ -225,6 +266,8 @@ def parse_config(data: Mapping[str, Any] | None) -> Config:
             values[key] = _parse_litellm(_section("litellm", value))
         elif key == "http":
             values[key] = _listen(key, value)
+        elif key == "notify":
+            values[key] = _parse_notify(_section("notify", value), os.environ if env is None else env, secrets)
     config = replace(base, **values)
     if config.probe_timeout > config.poll_interval * 4:
         raise ConfigError(
@@ -439,8 +482,173 @@ def _parse_litellm(data: Mapping[str, Any]) -> LitellmConfig:
     return result
 
 
-def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> Config:
-    """Config from the file at `path` (or $GPU_WATCHDOG_CONFIG), then env overrides."""
+_TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_TARGET_KEYS = ["name", "kind", "url", "url_env", "events", "key", "headers", "headers_env"]
+
+
+def apprise_installed() -> bool:
+    """Whether the optional apprise package can be imported (found, not imported: config stays pure)."""
+    try:
+        return importlib.util.find_spec("apprise") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _parse_notify(data: Mapping[str, Any], env: Mapping[str, str], secrets: bool = True) -> NotifyConfig:
+    _check_keys("notify", data, [f.name for f in fields(NotifyConfig)])
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"notify.{key}"
+        if key == "dedup_window":
+            values[key] = _positive_seconds(path, value, allow_zero=True)
+        elif key == "timeout":
+            values[key] = _positive_seconds(path, value)
+            if values[key] > 60:
+                raise ConfigError(f"config: {path}={value!r}: must be at most 60 s; a webhook answers in seconds")
+        elif key == "rate_limit_per_minute":
+            values[key] = _int(path, value, 1)
+        elif key == "retries":
+            values[key] = _int(path, value, 0)
+            if values[key] > 5:
+                raise ConfigError(f"config: {path}={value!r}: must be from 0 to 5")
+        elif key == "host":
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError(f"config: {path}={value!r}: must be the name messages give this host, or null")
+            values[key] = value.strip() if isinstance(value, str) else None
+        elif key == "targets":
+            if value is None:
+                value = []
+            if not isinstance(value, list):
+                raise ConfigError(
+                    f"config: {path} must be a list of targets, e.g. [{{name: ops, kind: slack, url_env: SLACK_URL}}]"
+                )
+            targets = [_parse_target(f"{path}[{i}]", item, env, secrets) for i, item in enumerate(value)]
+            names = [t.name for t in targets]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ConfigError(f"config: {path}: target name {twice[0]!r} is used twice; give each its own name")
+            values[key] = tuple(targets)
+    return replace(NotifyConfig(), **values)
+
+
+def _parse_target(where: str, item: Any, env: Mapping[str, str], secrets: bool) -> NotifyTarget:
+    """One target. Error messages name the target and the key, never the URL or a header value."""
+    data = _section(where, item)
+    _check_keys(where, data, _TARGET_KEYS)
+    name = data.get("name")
+    if not isinstance(name, str) or not _TARGET_NAME.match(name):
+        raise ConfigError(
+            f"config: {where}.name={name!r}: each target needs a name (letters, digits, . _ -), e.g. ops-slack"
+        )
+    who = f"{where} ({name})"
+    kind = data.get("kind")
+    if kind not in NOTIFY_KINDS:
+        raise ConfigError(f"config: {who}.kind={kind!r}: must be one of {', '.join(NOTIFY_KINDS)}")
+    url = _target_url(who, kind, data, env, secrets)
+    events: tuple[str, ...] = NOTIFY_EVENTS
+    if "events" in data:
+        listed = data["events"]
+        if listed == "all":
+            listed = list(NOTIFY_EVENTS)
+        if not isinstance(listed, list) or not listed or not all(isinstance(e, str) for e in listed):
+            raise ConfigError(
+                f"config: {who}.events={listed!r}: must be a list of events (or all), e.g. [fault, given-up]"
+            )
+        for event in listed:
+            if event not in NOTIFY_EVENTS:
+                close = difflib.get_close_matches(event, NOTIFY_EVENTS, n=1)
+                hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(NOTIFY_EVENTS)}"
+                raise ConfigError(f"config: {who}.events: unknown event {event!r} ({hint})")
+        events = tuple(e for e in NOTIFY_EVENTS if e in listed)
+    key = "text"
+    if "key" in data:
+        if kind != "webhook":
+            raise ConfigError(f"config: {who}.key: only webhook targets take a key; remove it")
+        key = data["key"]
+        if not isinstance(key, str) or not key.strip() or key in RESERVED_FIELDS:
+            raise ConfigError(
+                f"config: {who}.key={key!r}: must be the JSON key for the message text, e.g. text or message, "
+                f"and none of {', '.join(RESERVED_FIELDS)}"
+            )
+    headers = _target_headers(who, kind, data, env, secrets)
+    if kind == "apprise" and not apprise_installed():
+        raise ConfigError(
+            f"config: {who}: kind apprise needs the apprise package, which is not installed; "
+            "pip install apprise (or install gpu-watchdog[apprise])"
+        )
+    return NotifyTarget(name, kind, url, data.get("url_env"), events, key, headers)
+
+
+def _target_url(who: str, kind: str, data: Mapping[str, Any], env: Mapping[str, str], secrets: bool) -> str:
+    if "url" in data and "url_env" in data:
+        raise ConfigError(
+            f"config: {who}: both url and url_env set; keep one (url_env keeps the secret out of the file)"
+        )
+    if "url_env" in data:
+        variable = data["url_env"]
+        if not isinstance(variable, str) or not _ENV_NAME.match(variable):
+            raise ConfigError(
+                f"config: {who}.url_env={variable!r}: must be an environment variable name, e.g. SLACK_URL"
+            )
+        url = env.get(variable, "").strip()
+        if not url and not secrets:
+            return ""
+        if not url:
+            raise ConfigError(
+                f"config: {who}.url_env: environment variable {variable} is not set; "
+                "export it in the daemon's environment (systemd Environment=, compose environment:)"
+            )
+        source = f"the value of ${variable}"
+    elif "url" in data:
+        url = data["url"].strip() if isinstance(data["url"], str) else ""
+        source = "url"
+    else:
+        raise ConfigError(f"config: {who}: url_env: NAME (the variable holding the webhook URL) or url: is required")
+    if kind == "apprise":
+        if "://" not in url or url.startswith("://"):
+            raise ConfigError(f"config: {who}: {source} must be an apprise URL, e.g. json://host/path or slack://...")
+    elif not re.match(r"^https?://[^/\s]+", url):
+        raise ConfigError(f"config: {who}: {source} must be an http:// or https:// URL (value not shown: a secret)")
+    return url
+
+
+def _target_headers(
+    who: str, kind: str, data: Mapping[str, Any], env: Mapping[str, str], secrets: bool
+) -> tuple[tuple[str, str], ...]:
+    headers: dict[str, str] = {}
+    for key in ("headers", "headers_env"):
+        if key not in data:
+            continue
+        if kind == "apprise":
+            raise ConfigError(f"config: {who}.{key}: apprise targets take headers in their URL; remove {key}")
+        section = _section(f"{who}.{key}", data[key])
+        for header, value in section.items():
+            if not isinstance(header, str) or not _HEADER_NAME.match(header):
+                raise ConfigError(f"config: {who}.{key}: {header!r} is not a valid HTTP header name")
+            if key == "headers":
+                if not isinstance(value, str) or "\n" in value or "\r" in value:
+                    raise ConfigError(f"config: {who}.headers.{header}: must be a one-line string (value not shown)")
+                headers[header] = value
+            else:
+                if not isinstance(value, str) or not _ENV_NAME.match(value):
+                    raise ConfigError(
+                        f"config: {who}.headers_env.{header}={value!r}: must be an environment variable name"
+                    )
+                if not env.get(value, "").strip():
+                    if not secrets:
+                        continue
+                    raise ConfigError(
+                        f"config: {who}.headers_env.{header}: environment variable {value} is not set; "
+                        "export it in the daemon's environment"
+                    )
+                headers[header] = env[value].strip()
+    return tuple(headers.items())
+
+
+def load_config(path: str | Path | None, env: Mapping[str, str] | None = None, secrets: bool = True) -> Config:
+    """Config from the file at `path` (or $GPU_WATCHDOG_CONFIG), then env overrides (`secrets`: parse_config)."""
     env = os.environ if env is None else env
     path = path or env.get(ENV_CONFIG) or None
     data: Any = None
@@ -460,7 +668,7 @@ def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -
             raise ConfigError(f"config: {file}{where} is not valid YAML; fix the syntax there") from None
         if data is not None and not isinstance(data, Mapping):
             raise ConfigError(f"config: {file} must hold a mapping of settings, got {type(data).__name__}")
-    config = parse_config(data)
+    config = parse_config(data, env, secrets)
     return apply_env(config, env)
 
 

@@ -327,7 +327,9 @@ class GpuSupervisor:
         if response.alert is not None and (response.mark is not None or said not in self._alerted):
             self._alerted.add(said)
             logger.bind(gpu=key).critical("ALERT: {}", response.alert)
-            self.journal.record("alert", response.alert, ts=now, gpus=(key,), fault=fault)
+            # `marked`: the alert that goes with a mark (notifications say the mark once, not twice)
+            marked = {"marked": response.mark.condition.value} if response.mark is not None else None
+            self.journal.record("alert", response.alert, ts=now, gpus=(key,), fault=fault, detail=marked)
         if response.reset and response.mark is not None:
             self._start_reset(key, now)
 

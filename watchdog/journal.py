@@ -80,6 +80,7 @@ CREATE TABLE IF NOT EXISTS meta (
 
 JOURNAL_FILE = "journal.sqlite3"
 T = TypeVar("T")
+Observer = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,8 @@ class Journal:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self.write_failures = 0
+        self._lost = 0  # failed writes since the last one that worked
+        self._observers: list[Observer] = []
 
     @classmethod
     def in_dir(cls, state_dir: Path) -> Journal:
@@ -124,16 +127,28 @@ class Journal:
                 self._db.execute("BEGIN IMMEDIATE")
                 result = statement(self._db)
                 self._db.execute("COMMIT")
-                return result
             except sqlite3.Error as exc:
                 self.write_failures += 1
+                self._lost += 1
                 with contextlib.suppress(sqlite3.Error):  # also when the connection is closed
                     if self._db.in_transaction:
                         self._db.execute("ROLLBACK")
-                logger.bind(journal=str(self.path)).error(
-                    "journal write failed ({}): {}; healing goes on, this record is lost", what, exc
-                )
+                log = logger.bind(journal=str(self.path))
+                if self._lost == 1:  # the first of a run: loud, once, with the fix
+                    log.critical(
+                        "journal cannot be written ({}): healing goes on WITHOUT a record; free space or fix the"
+                        " disk under {} (writing resumes by itself)",
+                        exc,
+                        self.path.parent,
+                    )
+                log.error("journal write failed ({}): {}; healing goes on, this record is lost", what, exc)
                 return None
+            if self._lost:
+                logger.bind(journal=str(self.path)).warning(
+                    "journal writable again: {} record(s) were lost while it was not", self._lost
+                )
+                self._lost = 0
+            return result
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -143,6 +158,26 @@ class Journal:
         """Changes when another process (e.g. `gpu-watchdog reset`) wrote the file."""
         with self._lock:
             return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    # -- observers -----------------------------------------------------------
+
+    def subscribe(self, observer: Observer) -> None:
+        """Call `observer(entry)` after each entry written (the fields `entries()` returns, from this process).
+
+        It runs on the writer's thread (the loop, an action worker): it must be quick and not block;
+        an exception in it is logged and never reaches the writer.
+        """
+        self._observers = [*self._observers, observer]
+
+    def unsubscribe(self, observer: Observer) -> None:
+        self._observers = [o for o in self._observers if o != observer]  # == : bound methods are new objects
+
+    def _tell(self, entry: dict[str, Any]) -> None:
+        for observer in self._observers:
+            try:
+                observer(entry)
+            except Exception as exc:  # an observer's bug must not break the journal's writer
+                logger.error("journal observer failed ({}); the entry is journaled", type(exc).__name__)
 
     # -- entries -------------------------------------------------------------
 
@@ -172,14 +207,20 @@ class Journal:
             duration,
             json.dumps(detail) if detail else None,
         )
-        self._write(
+        entry_id = self._write(
             kind,
-            lambda db: db.execute(
-                "INSERT INTO entries(ts, kind, container, container_id, gpu, fault, reason, action_id, duration,"
-                " detail) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                row,
+            lambda db: (
+                db.execute(
+                    "INSERT INTO entries(ts, kind, container, container_id, gpu, fault, reason, action_id, duration,"
+                    " detail) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    row,
+                ).lastrowid
             ),
         )
+        if entry_id is not None and self._observers:
+            names = ("ts", "kind", "container", "container_id", "gpu", "fault", "reason", "action_id", "duration")
+            entry: dict[str, Any] = {"id": entry_id, **dict(zip(names, row[:9], strict=True)), "detail": detail}
+            self._tell(entry)
 
     def entries(
         self, since: float = 0.0, container: str | None = None, kind: str | None = None

@@ -37,10 +37,13 @@ class InstanceLock:
             holder = handle.read().strip()
             handle.close()
             raise LockHeld(f"another gpu-watchdog holds {self.path} ({describe_holder(holder)})") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}))
-        handle.flush()
+        try:  # who holds it, for the next instance's message; a full disk must not stop the watchdog
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}))
+            handle.flush()
+        except OSError:
+            pass
         self._file = handle
 
     def release(self) -> None:

@@ -82,6 +82,12 @@ class Metrics:
         )
         self.last_cycle = Gauge("gpu_watchdog_last_cycle_timestamp_seconds", "When the last cycle finished", registry=r)
         self.cycle_errors = Gauge("gpu_watchdog_cycle_errors", "Cycles that failed since the start", registry=r)
+        self.notifications = Counter(
+            "gpu_watchdog_notifications",
+            "Notifications per target and outcome (sent, failed, suppressed, dropped)",
+            ["target", "outcome"],
+            registry=r,
+        )
 
     # -- updates from the loop ---------------------------------------------------
 
@@ -93,6 +99,9 @@ class Metrics:
 
     def recovered(self, fault: str, seconds: float) -> None:
         self.recovery.labels(fault).observe(seconds)
+
+    def notification(self, target: str, outcome: str) -> None:
+        self.notifications.labels(target, outcome).inc()
 
     def observe(
         self,

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fake_nvml.harness import scenario
-from watchdog.config import Config
 from watchdog.gpu import GpuHealth, GpuReading, GpuSnapshot, NvmlState
 from watchdog.gpu_state import GpuCondition
-from watchdog.gpu_supervisor import GpuSupervisor
 from watchdog.journal import Journal
 from watchdog.model import ContainerSnapshot, ContainerSpec, ContainerState, XidEvent
-from watchdog.own_actions import OwnActionWindows
 
 MIB = 1024**2
 UUIDS = [f"GPU-storm-{i}" for i in range(4)]
@@ -54,18 +49,6 @@ def fleet() -> list[ContainerSnapshot]:
         )
         for i in range(4)
     ]
-
-
-@pytest.fixture
-def supervisor(tmp_path: Path) -> Any:
-    journal = Journal.in_dir(tmp_path)
-    config = replace(Config(), gpu=replace(Config().gpu, pid_mapping=False, kernel_log=None))
-    executor = ThreadPoolExecutor(1)
-    sup = GpuSupervisor(config, journal, client=None, executor=executor, own=OwnActionWindows(), wake=lambda: None)
-    sup.monitor = Readings(reading())  # type: ignore[assignment]
-    yield sup
-    executor.shutdown()
-    journal.close()
 
 
 def storm_events() -> list[XidEvent]:

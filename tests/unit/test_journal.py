@@ -184,3 +184,24 @@ def test_last_entry_is_the_newest_of_its_kind_for_that_container(journal: Journa
     last = journal.last_entry("a", "detected")
     assert last is not None
     assert (last["ts"], last["fault"], last["reason"]) == (4.0, "unhealthy", "second")
+
+
+def test_a_journal_that_cannot_be_written_is_said_loudly_once_then_resumes(journal: Journal) -> None:
+    from loguru import logger
+
+    said: list[tuple[str, str]] = []
+    sink = logger.add(lambda m: said.append((m.record["level"].name, m.record["message"])), level="DEBUG")
+    try:
+        journal._db.execute("PRAGMA query_only = ON")  # what a read-only disk does to every write
+        for i in range(3):
+            journal.record("detected", f"lost {i}", ts=float(i), container="a")
+        assert journal.write_failures == 3
+        critical = [text for level, text in said if level == "CRITICAL"]
+        assert len(critical) == 1 and "journal cannot be written" in critical[0] and "WITHOUT a record" in critical[0]
+        assert sum(1 for level, _ in said if level == "ERROR") == 3  # each lost record, one line
+        journal._db.execute("PRAGMA query_only = OFF")
+        journal.record("detected", "kept", ts=10.0, container="a")
+    finally:
+        logger.remove(sink)
+    assert [e["reason"] for e in journal.entries()] == ["kept"]
+    assert any(level == "WARNING" and "3 record(s) were lost" in text for level, text in said)

@@ -24,6 +24,7 @@ PURE = [
     "watchdog.report",
     "watchdog.timeline",
     "watchdog.report_html",
+    "watchdog.notices",
 ]
 FORBIDDEN = ["docker", "httpx", "sqlite3", "_sqlite3", "socket", "_socket", "requests", "urllib3", "ssl"]
 
