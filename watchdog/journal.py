@@ -24,6 +24,7 @@ from loguru import logger
 
 from watchdog.breaker import BreakerHistory
 from watchdog.gpu_state import GpuCondition, GpuMark
+from watchdog.model import NOT_SENT
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -322,8 +323,8 @@ class Journal:
             r[0]
             for r in self._read(
                 "SELECT started_at FROM actions WHERE container = ? AND kind = 'restart' AND dry_run = 0"
-                " AND started_at >= ? ORDER BY started_at",
-                (container, since),
+                " AND started_at >= ? AND coalesce(outcome, '') NOT LIKE ? ORDER BY started_at",
+                (container, since, NOT_SENT + "%"),
             )
         )
         row = self._read("SELECT given_up_at, reset_at FROM breakers WHERE container = ?", (container,))

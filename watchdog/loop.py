@@ -20,7 +20,7 @@ from pathlib import Path
 import docker
 from loguru import logger
 
-from watchdog.actions import ActionFailed, restart_container
+from watchdog.actions import ActionFailed, EngineUnreachable, restart_container
 from watchdog.config import Config
 from watchdog.diagnose import (
     ProbeHistory,
@@ -39,6 +39,7 @@ from watchdog.journal import Journal
 from watchdog.memory_limits import MemoryLimitSync
 from watchdog.metrics import Metrics
 from watchdog.model import (
+    NOT_SENT,
     ContainerMemory,
     ContainerSnapshot,
     ContainerState,
@@ -562,6 +563,8 @@ class Watchdog:
         try:
             restart_container(self.client, job.container_id, stop_timeout)
             outcome = "ok"
+        except EngineUnreachable as exc:  # e.g. the engine shutting down: no attempt, the breaker does not count it
+            outcome = f"{NOT_SENT}: engine unreachable ({exc})"
         except ActionFailed as exc:
             outcome = f"failed: {exc}"
         except Exception as exc:  # an adapter bug must not kill the worker silently

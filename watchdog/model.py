@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+NOT_SENT = "not sent"  # outcome prefix of an action whose call never reached the engine: not an attempt
+
 
 class ContainerState(StrEnum):
     """Docker's State.Status values."""

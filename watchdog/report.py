@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from watchdog.model import NOT_SENT
+
 if TYPE_CHECKING:  # the journal is I/O; the report only reads its rows
     from watchdog.journal import ActionRow
 
@@ -73,6 +75,11 @@ class Report:
         }
 
 
+def is_restart(action: ActionRow) -> bool:
+    """A restart that reached the engine: not a dry run, not a call that never got there (engine unreachable)."""
+    return action.kind == "restart" and not action.dry_run and not (action.outcome or "").startswith(NOT_SENT)
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     """Nearest-rank percentile (no interpolation: every figure is a real observation)."""
     if not values:
@@ -121,9 +128,7 @@ def build(
 ) -> Report:
     """`entries` may start before the window (an episode open at its start); only restarts inside count."""
     entries = list(entries)
-    restarts = [
-        a for a in actions if a.kind == "restart" and not a.dry_run and window.start <= a.started_at <= window.end
-    ]
+    restarts = [a for a in actions if is_restart(a) and window.start <= a.started_at <= window.end]
     in_window = [e for e in entries if window.start <= e["ts"] <= window.end]
     gpus_of: dict[str, set[str]] = defaultdict(set)
     for entry in entries:

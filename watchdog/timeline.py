@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from watchdog.report import END_KINDS, Window, gpu_order
+from watchdog.report import END_KINDS, Window, gpu_order, is_restart
 
 if TYPE_CHECKING:  # the journal is I/O; the timeline only reads its rows
     from watchdog.journal import ActionRow
@@ -75,6 +75,8 @@ def build_timeline(entries: Iterable[Mapping[str, Any]], actions: Iterable[Actio
     for action in actions:
         if action.kind != "restart" or not window.start <= action.started_at <= window.end:
             continue
+        if not action.dry_run and not is_restart(action):
+            continue  # never reached the engine
         kind = "dry-run" if action.dry_run else "restart"
         verb = "would restart" if action.dry_run else "restart"
         label = f"{verb} ({action.fault or 'unknown'}): {action.outcome or 'in flight'}"
