@@ -5,7 +5,8 @@ but CI machines have no GPU and no registry. This single standard-library file
 behaves like an inference server from the outside -- a model-loading phase on
 /health, /v1/models, /v1/chat/completions -- and offers fault switches
 (POST /fault/<name>) that reproduce the failures the watchdog must handle:
-crashes, hangs, unhealthy health checks and a model silently dropped from GPU
+crashes, hangs, unhealthy health checks, a slow server (POST /fault/slow?seconds=S&every=N:
+every Nth health check answers S seconds late) and a model silently dropped from GPU
 memory. It also runs directly on the host for debugging:
 ``python3 compose/standin/server.py``.
 
@@ -30,7 +31,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-FAULTS = ("crash", "hang", "unhealthy", "clear", "vram-lost")
+FAULTS = ("crash", "hang", "unhealthy", "clear", "vram-lost", "slow")
 MAX_EXIT_CODE = 255
 
 
@@ -61,6 +62,15 @@ def parse_exit_code(query: dict[str, list[str]]) -> int | None:
     return code if 0 <= code <= MAX_EXIT_CODE else None
 
 
+def parse_slow(query: dict[str, list[str]]) -> tuple[float, int] | None:
+    """(seconds, every) of POST /fault/slow?seconds=S&every=N; None if invalid."""
+    try:
+        seconds, every = float(query.get("seconds", ["1"])[0]), int(query.get("every", ["1"])[0])
+    except ValueError:
+        return None
+    return (seconds, every) if seconds >= 0 and every >= 1 else None
+
+
 class State:
     """Mutable server state shared by all handler threads."""
 
@@ -76,6 +86,16 @@ class State:
         self.unhealthy = False
         self.vram_lost = False
         self.requests = 0
+        self.slow_seconds = 0.0
+        self.slow_every = 1
+        self.health_checks = 0
+
+    def health_delay(self) -> float:
+        """How late this health check answers (POST /fault/slow)."""
+        with self._lock:
+            self.health_checks += 1
+            late = self.slow_seconds and self.health_checks % self.slow_every == 0
+            return self.slow_seconds if late else 0.0
 
     @property
     def loading(self) -> bool:
@@ -141,6 +161,9 @@ class Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         state = self.state
         if path == "/health":
+            delay = state.health_delay()
+            if delay:
+                time.sleep(delay)
             if state.unhealthy:
                 self.send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"status": "error"})
             elif state.loading:
@@ -212,6 +235,12 @@ class Handler(BaseHTTPRequestHandler):
         if code is None:
             self.send_json(HTTPStatus.BAD_REQUEST, {"error": {"message": "code must be 0..255", "code": 400}})
             return
+        slow = parse_slow(query) if name == "slow" else (0.0, 1)
+        if slow is None:
+            self.send_json(
+                HTTPStatus.BAD_REQUEST, {"error": {"message": "seconds must be >= 0 and every >= 1", "code": 400}}
+            )
+            return
         self.send_json(HTTPStatus.OK, {"fault": name})  # answer first, then act
         state = self.state
         if name == "crash":
@@ -225,6 +254,9 @@ class Handler(BaseHTTPRequestHandler):
             state.unhealthy = True
         elif name == "clear":
             state.unhealthy = False
+            state.slow_seconds, state.slow_every = 0.0, 1
+        elif name == "slow":
+            state.slow_seconds, state.slow_every = slow
         elif name == "vram-lost":
             state.vram_lost = True
 
