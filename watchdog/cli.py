@@ -27,6 +27,7 @@ from watchdog.lock import InstanceLock, LockHeld
 from watchdog.logs import configure
 from watchdog.loop import CycleResult, Watchdog
 from watchdog.notify import Notifier as Webhooks
+from watchdog.operator_actions import NotFound, release_gpu, reset_container
 from watchdog.sd_notify import Notifier
 from watchdog.status import build_status, render_table
 
@@ -164,8 +165,11 @@ def _http_option(value: str | None) -> str | None:
 
 def _start_http(watchdog: Watchdog, journal: Journal) -> Any:
     """The metrics server; a port already taken is said once and the daemon runs on without it."""
+    import os
+    from http import HTTPStatus
+
     from watchdog.config import parse_listen
-    from watchdog.metrics import HttpServer, recent
+    from watchdog.metrics import TOKEN_ENV, HttpServer, recent
 
     config = watchdog.config
     listen = parse_listen(config.http)
@@ -183,13 +187,38 @@ def _start_http(watchdog: Watchdog, journal: Journal) -> Any:
     def healthy() -> tuple[bool, str]:
         return recent(watchdog.last_cycle_at, max(3 * watchdog.config.poll_interval, 15.0))
 
+    def control(action: str, name: str) -> tuple[int, str]:
+        """What `gpu-watchdog reset` / `gpu release` do, through a connection of its own (the loop sees it)."""
+        own = Journal.in_dir(config.resolved_state_dir())
+        try:
+            if action == "reset":
+                client = docker_client()
+                try:
+                    managed = [c.name for c in DockerProbe(client, config.label_prefix).snapshot() if c.managed]
+                finally:
+                    client.close()
+                text = reset_container(own, name, managed, "POST /reset", time.time())
+            else:
+                text = release_gpu(own, name, "POST /gpu/release", time.time())
+        except NotFound as exc:
+            return HTTPStatus.NOT_FOUND, str(exc)
+        finally:
+            own.close()
+        watchdog.wake.set()
+        return HTTPStatus.OK, text
+
+    token = os.environ.get(TOKEN_ENV, "").strip() or None
     try:
-        server = HttpServer(listen, watchdog.metrics, healthy, status_doc)
+        server = HttpServer(listen, watchdog.metrics, healthy, status_doc, control, token)
     except OSError as exc:
         logger.error("http {}: cannot listen ({}); metrics off, healing goes on. Set http: or --http", config.http, exc)
         return None
     server.start()
-    logger.info("http: /metrics, /healthz, /status on http://{}", server.address)
+    logger.info(
+        "http: /metrics, /healthz, /status on http://{}; POST /reset/NAME, /gpu/release/UUID {}",
+        server.address,
+        "with the token" if token else f"off (no {TOKEN_ENV})",
+    )
     return server
 
 
@@ -432,22 +461,11 @@ def reset(obj: Context, name: str) -> None:
     except RESET_ERRORS as exc:
         logger.warning("engine unreachable ({}): resetting {} without checking that it exists", _short(exc), name)
         containers = None
-    if containers is not None:
-        names = sorted(c.name for c in containers if c.managed)
-        if name not in names:
-            fail(f"no managed container named {name!r}; managed: {', '.join(names) or 'none'}", EXIT_USAGE)
-    now = time.time()
-    journal.reset_breaker(name, ts=now)
-    cleared = journal.clear_stops_named(name)
-    journal.record(
-        "reset",
-        f"breaker re-armed by `gpu-watchdog reset`{'; deliberate-stop mark cleared' if cleared else ''}",
-        ts=now,
-        container=name,
-    )
-    click.echo(
-        f"{name}: breaker re-armed{', deliberate-stop mark cleared' if cleared else ''}; the watchdog heals it again"
-    )
+    managed = None if containers is None else [c.name for c in containers if c.managed]
+    try:
+        click.echo(reset_container(journal, name, managed, "`gpu-watchdog reset`", time.time()))
+    except NotFound as exc:
+        fail(str(exc), EXIT_USAGE)
 
 
 @cli.command("plan")
@@ -708,21 +726,12 @@ def gpu_list(obj: Context, as_json: bool) -> None:
 def gpu_release(obj: Context, uuid: str) -> None:
     """Put a quarantined or drained GPU back in service (after a reboot or reset)."""
     journal = open_journal(obj.config)
-    marks = journal.gpu_marks()
-    match = [u for u in marks if u.lower() == uuid.strip().lower()]
-    if not match:
-        known = ", ".join(f"{u} ({m.condition.value})" for u, m in marks.items()) or "none"
-        fail(f"GPU {uuid!r} is not quarantined or drained; marked GPUs: {known}", EXIT_USAGE)
-    mark = marks[match[0]]
-    journal.release_gpu(match[0])
-    journal.record(
-        "gpu-released",
-        f"released by `gpu-watchdog gpu release` (was {mark.condition.value}: {mark.reason})",
-        ts=time.time(),
-        gpus=(match[0],),
-    )
-    journal.close()
-    click.echo(f"{match[0]}: released (was {mark.condition.value}); its containers are healed again")
+    try:
+        click.echo(release_gpu(journal, uuid, "`gpu-watchdog gpu release`", time.time()))
+    except NotFound as exc:
+        fail(str(exc), EXIT_USAGE)
+    finally:
+        journal.close()
 
 
 @cli.command("notify")

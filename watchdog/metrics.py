@@ -8,7 +8,9 @@ The server runs on its own daemon thread; a slow scrape never touches the loop.
 
 from __future__ import annotations
 
+import hmac
 import json
+import re
 import socket
 import threading
 import time
@@ -16,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -160,8 +163,20 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+READ_PATHS = ("/metrics", "/healthz", "/status")
+CONTROL_PATH = re.compile(r"^/(reset|gpu/release)/([^/]+)$")
+TOKEN_ENV = "GPU_WATCHDOG_HTTP_TOKEN"
+
+# One action (reset, gpu/release) on one name -> (HTTP status, one line of text).
+Control = Callable[[str, str], tuple[int, str]]
+
+
 class HttpServer:
-    """/metrics, /healthz, /status on a daemon thread."""
+    """/metrics, /healthz, /status on a daemon thread; POST /reset/NAME and /gpu/release/UUID with a token.
+
+    Reading is open (on 127.0.0.1 by default); changing state needs `Authorization: Bearer <token>`,
+    the token from GPU_WATCHDOG_HTTP_TOKEN. Without a token those endpoints are off (403).
+    """
 
     def __init__(
         self,
@@ -169,6 +184,8 @@ class HttpServer:
         metrics: Metrics,
         healthy: Callable[[], tuple[bool, str]],
         status: Callable[[], dict[str, Any]],
+        control: Control | None = None,
+        token: str | None = None,
     ) -> None:
         outer = self
 
@@ -178,8 +195,52 @@ class HttpServer:
             def log_message(self, fmt: str, *args: object) -> None:  # scrapes are not log lines
                 return
 
+            def do_POST(self) -> None:
+                path = self.path.split("?", 1)[0]
+                self._drain()
+                route = CONTROL_PATH.match(path)
+                if route is None:
+                    if path in READ_PATHS:
+                        self._send(HTTPStatus.METHOD_NOT_ALLOWED, b"read-only: use GET\n", allow="GET")
+                    else:
+                        self._send(HTTPStatus.NOT_FOUND, b"not found: POST /reset/NAME or /gpu/release/UUID\n")
+                    return
+                if outer.token is None or outer.control is None:
+                    text = f"state-changing endpoints are off: set {TOKEN_ENV} for the daemon to turn them on\n"
+                    self._send(HTTPStatus.FORBIDDEN, text.encode())
+                    return
+                given = self.headers.get("Authorization", "").encode()
+                if not hmac.compare_digest(given, f"Bearer {outer.token}".encode()):
+                    logger.bind(client=self.client_address[0]).warning("http POST {}: refused, bad or no token", path)
+                    self._send(HTTPStatus.UNAUTHORIZED, b"token required: Authorization: Bearer <token>\n", bearer=True)
+                    return
+                action, name = route.group(1), unquote(route.group(2))
+                try:
+                    code, text = outer.control(action, name)
+                except Exception as exc:  # a failing action must not take the server down
+                    logger.warning("http POST {}: {}", path, exc)
+                    code, text = HTTPStatus.INTERNAL_SERVER_ERROR, f"error: {type(exc).__name__}: {exc}"
+                logger.bind(client=self.client_address[0]).warning("http POST {}: {} {}", path, code, text)
+                self._send(code, (text + "\n").encode())
+
+            def _refuse_method(self) -> None:
+                path = self.path.split("?", 1)[0]
+                allow = "POST" if CONTROL_PATH.match(path) else "GET"
+                self._send(HTTPStatus.METHOD_NOT_ALLOWED, f"use {allow}\n".encode(), allow=allow)
+
+            do_PUT = do_DELETE = do_PATCH = _refuse_method
+
+            def _drain(self) -> None:
+                """Read (and ignore) a request body, up to 64 KiB, so the connection stays sane."""
+                length = min(int(self.headers.get("Content-Length") or 0), 1 << 16)
+                if length > 0:
+                    self.rfile.read(length)
+
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
+                if CONTROL_PATH.match(path):
+                    self._refuse_method()
+                    return
                 try:
                     if path == "/metrics":
                         self._send(HTTPStatus.OK, outer.metrics.exposition(), CONTENT_TYPE_LATEST)
@@ -194,8 +255,19 @@ class HttpServer:
                     logger.warning("http {}: {}", path, exc)
                     self._send(HTTPStatus.INTERNAL_SERVER_ERROR, f"error: {exc}\n".encode())
 
-            def _send(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            def _send(
+                self,
+                code: int,
+                body: bytes,
+                content_type: str = "text/plain; charset=utf-8",
+                allow: str | None = None,
+                bearer: bool = False,
+            ) -> None:
                 self.send_response(code)
+                if allow is not None:
+                    self.send_header("Allow", allow)
+                if bearer:
+                    self.send_header("WWW-Authenticate", 'Bearer realm="gpu-watchdog"')
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -204,6 +276,8 @@ class HttpServer:
         self.metrics = metrics
         self.healthy = healthy
         self.status = status
+        self.control = control
+        self.token = token or None
         self.server = ThreadingHTTPServer(listen, Handler)
         self.server.daemon_threads = True
         self.address = f"{listen[0]}:{self.server.server_address[1]}"

@@ -1,0 +1,48 @@
+"""What an operator may change by hand, from the CLI or the daemon's HTTP endpoint: one implementation.
+
+Both write the journal through their own connection; the daemon's loop sees another connection's
+write (SQLite's data_version) and reloads breakers, stop marks and GPU marks at its next cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from watchdog.journal import Journal
+
+
+class NotFound(LookupError):
+    """The container or GPU named is not one the watchdog knows; the message lists those it does."""
+
+
+def reset_container(journal: Journal, name: str, managed: Sequence[str] | None, via: str, now: float) -> str:
+    """Re-arm NAME's breaker and clear its deliberate-stop mark. `managed`: None when the engine is unreachable."""
+    if managed is not None and name not in managed:
+        raise NotFound(f"no managed container named {name!r}; managed: {', '.join(sorted(managed)) or 'none'}")
+    journal.reset_breaker(name, ts=now)
+    cleared = journal.clear_stops_named(name)
+    journal.record(
+        "reset",
+        f"breaker re-armed by {via}{'; deliberate-stop mark cleared' if cleared else ''}",
+        ts=now,
+        container=name,
+    )
+    return f"{name}: breaker re-armed{', deliberate-stop mark cleared' if cleared else ''}; the watchdog heals it again"
+
+
+def release_gpu(journal: Journal, uuid: str, via: str, now: float) -> str:
+    """Put a quarantined or drained GPU back in service."""
+    marks = journal.gpu_marks()
+    match = [u for u in marks if u.lower() == uuid.strip().lower()]
+    if not match:
+        known = ", ".join(f"{u} ({m.condition.value})" for u, m in marks.items()) or "none"
+        raise NotFound(f"GPU {uuid!r} is not quarantined or drained; marked GPUs: {known}")
+    mark = marks[match[0]]
+    journal.release_gpu(match[0])
+    journal.record(
+        "gpu-released",
+        f"released by {via} (was {mark.condition.value}: {mark.reason})",
+        ts=now,
+        gpus=(match[0],),
+    )
+    return f"{match[0]}: released (was {mark.condition.value}); its containers are healed again"
