@@ -139,19 +139,26 @@ def test_unmanaged_and_lookalike_containers_are_untouched(
     fleet.start("optout", labels={f"{prefix}.enable": "false"})
     fleet.start("lookalike", labels={f"{prefix}x.enable": "true", f"x{prefix}.enable": "true"})
     fleet.start("garbage", labels={f"{prefix}.enable": "true", f"{prefix}.priority": "high"})
+    fleet.start("cased", labels={f"{prefix.upper()}.enable": "true", f"{prefix}.Enable": "true"})
+    fleet.start("underscore", labels={f"{prefix}_enable": "true", f"{prefix}.enable ": "true"})
+    fleet.start("maybe", labels={f"{prefix}.enable": "yes please"})
+    fleet.start("shelly", labels={f"{prefix}.enable": "true", f"{prefix}.stop-timeout": "$(reboot)"})
     fleet.start("managed")
     daemon = new_daemon(daemons, tmp_path, prefix).start()
-    for name in ("nolabel", "optout", "lookalike", "garbage", "managed"):
+    hostile = ("nolabel", "optout", "lookalike", "garbage", "cased", "underscore", "maybe", "shelly")
+    for name in (*hostile, "managed"):
         fleet.get(name).kill()
     managed = fleet.get("managed").name
     wait_for(lambda: ok_restarts(daemon, managed), 15, "the managed container restarted")
     time.sleep(3)
-    for name in ("nolabel", "optout", "lookalike", "garbage"):
+    for name in hostile:
         assert fleet.state(name)["Status"] == "exited", name
         assert daemon.restarts(fleet.get(name).name) == [], name
     status = daemon.cli("status")
     assert "MISCONFIGURED" in status.stdout and f"label {prefix}.priority='high'" in status.stdout
-    for name in ("nolabel", "optout", "lookalike"):
+    assert f"label {prefix}.enable='yes please'" in status.stdout
+    assert f"label {prefix}.stop-timeout='$(reboot)'" in status.stdout
+    for name in ("nolabel", "optout", "lookalike", "cased", "underscore"):
         assert fleet.get(name).name not in status.stdout, name
 
 
