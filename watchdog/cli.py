@@ -72,7 +72,7 @@ def _daemon_journal(config: Config) -> Journal:
             state_dir,
             exc,
         )
-        return Journal(Path(":memory:"))
+        return Journal.in_dir(state_dir, in_memory=True)
 
 
 def _load(config_path: str | None, overrides: dict[str, Any], secrets: bool = True) -> Config:
@@ -620,7 +620,6 @@ def litellm() -> None:
 @click.pass_obj
 def litellm_render(obj: Context, out: str | None, template: str | None) -> None:
     """Write the proxy config (atomically; not rewritten when unchanged) and the callback module next to it."""
-    from pathlib import Path
 
     from watchdog.host_probe import mem_total
     from watchdog.router import (

@@ -101,11 +101,14 @@ class ActionRow:
 class Journal:
     """Thread-safe access to the journal file (the loop and action workers share it)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, in_memory: bool = False) -> None:
+        """`in_memory`: the daemon's fallback when the file cannot be opened; `path` still names the state dir."""
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not in_memory:
+            path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), timeout=10.0, check_same_thread=False, isolation_level=None)
+        target = ":memory:" if in_memory else str(path)
+        self._db = sqlite3.connect(target, timeout=10.0, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
@@ -114,8 +117,8 @@ class Journal:
         self._observers: list[Observer] = []
 
     @classmethod
-    def in_dir(cls, state_dir: Path) -> Journal:
-        return cls(state_dir / JOURNAL_FILE)
+    def in_dir(cls, state_dir: Path, in_memory: bool = False) -> Journal:
+        return cls(state_dir / JOURNAL_FILE, in_memory)
 
     def close(self) -> None:
         with self._lock:

@@ -206,6 +206,7 @@ def test_a_full_journal_disk_at_start_heals_without_a_record_and_says_so(
     fleet.wait_ready("a")
     assert daemon.alive()
     assert daemon.stop() == 0
+    assert not (Path.cwd() / "status.json").exists()  # the in-memory journal does not move the state dir
 
 
 # -- removed or recreated while being restarted ------------------------------------------------------
