@@ -23,7 +23,7 @@ import requests.exceptions
 from watchdog.labels import gpus_from_engine, parse_spec, unknown_labels
 from watchdog.model import ContainerSnapshot, ContainerState, Health
 
-INSPECT_MAX_AGE = 60.0
+INSPECT_MAX_AGE = 60.0  # at most; each container's own age is 30-60 s, so a fleet is not re-inspected in one cycle
 _ID_RE = re.compile(r"[0-9a-f]{64}")
 _HEALTH_IN_STATUS = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 
@@ -34,6 +34,15 @@ ENGINE_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     OSError,
 )
+
+
+def inspect_max_age(container_id: str) -> float:
+    """30-60 s, fixed per container: 256 inspects all due in one cycle made it 8x slower than the median."""
+    try:
+        spread = int(container_id[:8], 16) / 0xFFFFFFFF
+    except ValueError:
+        spread = 1.0
+    return INSPECT_MAX_AGE * (0.5 + 0.5 * spread)
 
 
 class EngineUnavailable(RuntimeError):
@@ -181,7 +190,7 @@ class DockerProbe:
             key = (str(item.get("State") or ""), health_match.group(1) if health_match else "")
             with self._lock:
                 cached = self._cache.get(container_id)
-            if cached and cached[0] == key and now - cached[1] < INSPECT_MAX_AGE:
+            if cached and cached[0] == key and now - cached[1] < inspect_max_age(container_id):
                 result.append(cached[2])
                 continue
             try:

@@ -238,6 +238,8 @@ class Watchdog:
             touched.add(event.container_id)
             last_at = max(last_at or 0.0, event.at)
             if self.own.covers(event.container_id, event.at):
+                if event.action == "start":
+                    self.own.saw_start(event.container_id, event.at)
                 continue
             before = self.memory.get(event.container_id, ContainerMemory())
             after = remember_event(before, event)

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import new_daemon
-from tests.integration.harness import Daemon, Fleet, wait_for
+from tests.integration.harness import RUN_ID, Daemon, Fleet, wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -323,3 +323,26 @@ def test_a_restart_storm_holds_the_concurrency_limit_and_the_ram_preflight(
     wanted = "waiting for a restart slot" if limit == "slots" else "host RAM preflight"
     assert any(wanted in e["reason"] for e in defers), [e["reason"] for e in defers]
     assert len(restarts) == count  # one restart each: none repeated, none lost
+
+
+# -- a clean exit right after each restart ----------------------------------------------------------------
+
+
+def test_a_container_that_exits_0_right_after_each_restart_is_a_crash_loop_not_a_stop(
+    fleet: Fleet, daemons: list[Daemon], tmp_path: Path, prefix: str
+) -> None:
+    """Its exit 0.3 s after our restart is its own doing, not part of our restart (found by the soak's author)."""
+    daemon = new_daemon(daemons, tmp_path, prefix).start()
+    name = f"gwt-{RUN_ID}-quitter"
+    fleet.client.containers.run(
+        "local/busybox",
+        ["sh", "-c", "sleep 0.3; exit 0"],
+        detach=True,
+        name=name,
+        labels=fleet.labels(start_period="0"),
+    )
+    wait_for(lambda: daemon.entries(kind="give-up", container=name), 40, "the breaker to give up")
+    assert len(daemon.restarts(name)) == 3  # breaker.max_restarts in the fast config: every exit counted
+    reasons = [e["reason"] for e in daemon.entries(container=name)]
+    assert not any("stopped on purpose" in r for r in reasons), reasons
+    assert daemon.entries(kind="manual-stop", container=name) == []

@@ -39,3 +39,16 @@ def test_prune_drops_only_closed_windows_older_than_the_horizon() -> None:
     assert not own.covers("old", 15.0)
     assert own.covers("open", 15.0)
     assert own.covers("recent", 920.0)
+
+
+def test_what_the_container_does_after_our_restarts_start_event_is_its_own() -> None:
+    own = OwnActionWindows()
+    own.open("c1", 100.0)
+    assert own.covers("c1", 100.1)  # kill, die, stop of the restart
+    own.saw_start("c1", 100.4)  # the restart's start event
+    assert own.covers("c1", 100.4)
+    assert not own.covers("c1", 100.7)  # it died again 0.3 s later: not ours, a failure to count
+    own.close("c1", 100.0, 100.5)
+    assert not own.covers("c1", 101.0)
+    own.open("c1", 200.0)  # the next restart has a window of its own
+    assert own.covers("c1", 200.2)
