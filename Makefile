@@ -78,6 +78,8 @@ bench: venv images litellm-proxy
 	$(PY) bench/zero_vram.py
 	$(PY) bench/litellm_failover.py
 	$(PY) bench/report_scale.py
+	$(PY) bench/scale.py
+	$(PY) bench/soak.py --minutes 30
 
 # The no-GPU demo (GPUs SIMULATED through the fake NVML driver); see compose/demo/demo.py.
 demo: venv fake-nvml images litellm-proxy
