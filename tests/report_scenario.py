@@ -5,6 +5,8 @@ Window: T0 .. T0 + 6 h. Hand-computed expectations live in tests/unit/test_repor
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -46,3 +48,15 @@ def build_scenario(state_dir: Path, t0: float = T0) -> Journal:
     j.record("gpu-quarantined", "Xid 79", ts=t0 + 4 * H + 1, gpus=(GPU1_UUID,), fault="xid-79")
     j.record("alert", "NVML did not answer within 5 s", ts=t0 + 4.5 * H, fault="driver-hung")
     return j
+
+
+def write_html_report(state_dir: Path, since: str, out: Path) -> None:
+    """`gpu-watchdog report --format html` on that journal, as an operator runs it."""
+    command = [sys.executable, "-m", "watchdog", "--state-dir", str(state_dir), "report", "--since", since]
+    done = subprocess.run(
+        [*command, "--format", "html", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr

@@ -163,6 +163,15 @@ def _http_option(value: str | None) -> str | None:
     return value
 
 
+def _fleet_snapshot(config: Config) -> list[Any]:
+    """The labelled containers now, through a client of its own (closed after)."""
+    client = docker_client()
+    try:
+        return DockerProbe(client, config.label_prefix).snapshot()
+    finally:
+        client.close()
+
+
 def _start_http(watchdog: Watchdog, journal: Journal) -> Any:
     """The metrics server; a port already taken is said once and the daemon runs on without it."""
     import os
@@ -177,11 +186,7 @@ def _start_http(watchdog: Watchdog, journal: Journal) -> Any:
         return None
 
     def status_doc() -> dict[str, Any]:
-        client = docker_client()  # the HTTP thread's own connection; the loop's client stays the loop's
-        try:
-            containers = DockerProbe(client, config.label_prefix).snapshot()
-        finally:
-            client.close()
+        containers = _fleet_snapshot(config)  # the HTTP thread's own connection; the loop's client stays the loop's
         return build_status(containers, journal, watchdog.config, time.time(), config.resolved_state_dir())
 
     def healthy() -> tuple[bool, str]:
@@ -192,11 +197,7 @@ def _start_http(watchdog: Watchdog, journal: Journal) -> Any:
         own = Journal.in_dir(config.resolved_state_dir())
         try:
             if action == "reset":
-                client = docker_client()
-                try:
-                    managed = [c.name for c in DockerProbe(client, config.label_prefix).snapshot() if c.managed]
-                finally:
-                    client.close()
+                managed = [c.name for c in _fleet_snapshot(config) if c.managed]
                 text = reset_container(own, name, managed, "POST /reset", time.time())
             else:
                 text = release_gpu(own, name, "POST /gpu/release", time.time())
@@ -457,7 +458,7 @@ def reset(obj: Context, name: str) -> None:
     """Re-arm the crash-loop breaker of NAME and forget that it was stopped on purpose: it is healed again."""
     journal = open_journal(obj.config)
     try:
-        containers = DockerProbe(docker_client(), obj.config.label_prefix).snapshot()
+        containers = _fleet_snapshot(obj.config)
     except RESET_ERRORS as exc:
         logger.warning("engine unreachable ({}): resetting {} without checking that it exists", _short(exc), name)
         containers = None

@@ -60,6 +60,16 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def ok_restarts(daemon: Daemon, name: str) -> list[Any]:
+    """The restarts of NAME whose call succeeded."""
+    return [a for a in daemon.restarts(name) if a.outcome == "ok"]
+
+
+def started_at(fleet: Fleet, name: str) -> str:
+    """The engine's StartedAt: it changes when the container really was (re)started."""
+    return str(fleet.state(name)["StartedAt"])
+
+
 class Fleet:
     """Stand-in inference containers created for one test, removed after it."""
 

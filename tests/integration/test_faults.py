@@ -16,23 +16,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.integration.conftest import new_daemon
-from tests.integration.harness import RUN_ID, Daemon, Fleet, wait_for
+from tests.integration.harness import RUN_ID, Daemon, Fleet, ok_restarts, started_at, wait_for
 
 pytestmark = pytest.mark.engine
-
-
-def started_at(fleet: Fleet, name: str) -> str:
-    return str(fleet.state(name)["StartedAt"])
-
-
-def ok_restarts(daemon: Daemon, name: str) -> list[Any]:
-    return [a for a in daemon.restarts(name) if a.outcome == "ok"]
 
 
 def max_overlap(intervals: list[tuple[float, float]]) -> int:

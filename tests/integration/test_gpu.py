@@ -18,7 +18,7 @@ import pytest
 
 from tests.fake_nvml.harness import FakeNvml, environment
 from tests.integration.conftest import new_daemon
-from tests.integration.harness import Daemon, Fleet, wait_for
+from tests.integration.harness import Daemon, Fleet, ok_restarts, wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -41,10 +41,6 @@ GPU_FAST: dict[str, Any] = {"deadline": 1, "kernel_log": "off", "pid_mapping": F
 
 def gpu_daemon(daemons: list[Daemon], tmp_path: Path, prefix: str, fake: FakeNvml, **gpu: Any) -> Daemon:
     return new_daemon(daemons, tmp_path, prefix, env=environment(fake.scenario_file), gpu={**GPU_FAST, **gpu})
-
-
-def ok_restarts(daemon: Daemon, name: str) -> list[Any]:
-    return [a for a in daemon.restarts(name) if a.outcome == "ok"]
 
 
 def status(daemon: Daemon) -> dict[str, Any]:

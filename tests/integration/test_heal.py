@@ -10,21 +10,13 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import new_daemon
-from tests.integration.harness import Daemon, Fleet, wait_for
+from tests.integration.harness import Daemon, Fleet, ok_restarts, started_at, wait_for
 
 pytestmark = pytest.mark.engine
 
 
-def started_at(fleet: Fleet, name: str) -> str:
-    return str(fleet.state(name)["StartedAt"])
-
-
 def running(fleet: Fleet, name: str) -> bool:
     return fleet.state(name)["Status"] == "running"
-
-
-def ok_restarts(daemon: Daemon, name: str) -> list[object]:
-    return [a for a in daemon.restarts(name) if a.outcome == "ok"]
 
 
 @pytest.mark.parametrize("events", [True, False], ids=["events", "poll-only"])

@@ -16,7 +16,6 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 import time
 import zlib
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.report_scenario import GPU1_UUID, H, build_scenario
+from tests.report_scenario import GPU1_UUID, H, build_scenario, write_html_report
 
 WINDOW_SIZE = (1400, 1800)
 PROBE = """
@@ -57,7 +56,6 @@ PROBE = """
 </script>
 """
 
-REPORT = [sys.executable, "-m", "watchdog"]
 BLUE, WHITE, BLACK = (31, 119, 180), (255, 255, 255), (17, 17, 17)
 RED, DARK_RED, PURPLE, ORANGE, BROWN = (214, 39, 40), (127, 0, 0), (148, 103, 189), (255, 127, 14), (140, 86, 75)
 
@@ -135,13 +133,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     t0 = time.time() - 6 * H + 120  # the whole scenario inside `--since 6h`
     build_scenario(tmp, t0).close()
     report = tmp / "report.html"
-    done = subprocess.run(
-        [*REPORT, "--state-dir", str(tmp), "report", "--since", "6h", "--format", "html", "--out", str(report)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    write_html_report(tmp, "6h", report)
     probed = tmp / "probed.html"
     probed.write_text(report.read_text().replace("</body>", PROBE + "</body>"))
     dom = run_browser(probed, "--dump-dom", profile=tmp / "profile-dom").stdout

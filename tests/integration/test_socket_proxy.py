@@ -37,7 +37,18 @@ import pytest
 from tests.fake_nvml.harness import FakeNvml
 from tests.fake_nvml.harness import environment as nvml_environment
 from tests.integration.conftest import new_daemon
-from tests.integration.harness import ROOT, RUN_ID, RUN_LABEL, STANDIN_IMAGE, Daemon, Fleet, free_port, wait_for
+from tests.integration.harness import (
+    ROOT,
+    RUN_ID,
+    RUN_LABEL,
+    STANDIN_IMAGE,
+    Daemon,
+    Fleet,
+    free_port,
+    ok_restarts,
+    started_at,
+    wait_for,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -311,14 +322,6 @@ def test_the_id_pattern_cannot_reach_another_endpoint() -> None:
 
 
 # -- the daemon through the proxy -------------------------------------------------------------------------
-
-
-def ok_restarts(daemon: Daemon, name: str) -> list[Any]:
-    return [a for a in daemon.restarts(name) if a.outcome == "ok"]
-
-
-def started_at(fleet: Fleet, name: str) -> str:
-    return str(fleet.state(name)["StartedAt"])
 
 
 def test_the_daemon_heals_gives_up_and_reports_through_the_proxy_with_nothing_refused(

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-from tests.report_scenario import GPU1_UUID, T0, H, build_scenario
+from tests.report_scenario import GPU1_UUID, T0, H, build_scenario, write_html_report
 from watchdog.journal import Journal
 from watchdog.report import Window, build
 from watchdog.report_html import LABEL_W, PLOT_W, render_html
 from watchdog.timeline import build_timeline
 
 WINDOW = Window(T0, T0 + 6 * H)
-CLI = [sys.executable, "-m", "watchdog"]
 
 
 @pytest.fixture
@@ -154,12 +151,6 @@ def test_empty_window_and_names_are_escaped(tmp_path: Path) -> None:
 def test_cli_writes_html(journal: Journal, tmp_path: Path) -> None:
     journal.close()
     out = tmp_path / "report.html"
-    done = subprocess.run(
-        [*CLI, "--state-dir", str(tmp_path), "report", "--since", "30d", "--format", "html", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    write_html_report(tmp_path, "30d", out)
     page = out.read_text()
     assert page.startswith("<!DOCTYPE html>") and page.count('class="lane"') == 7
