@@ -18,8 +18,8 @@ import docker
 from common import ms, new_fleet, save, summary
 
 from watchdog.config import Config
+from watchdog.daemon.loop import Watchdog
 from watchdog.journal import Journal
-from watchdog.loop import Watchdog
 
 WARMUP_ROUNDS = 6
 

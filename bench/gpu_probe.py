@@ -18,7 +18,7 @@ from tests.fake_nvml.harness import build, environment, scenario
 
 CHILD = """
 import json, time
-from watchdog.gpu import GpuProbe
+from watchdog.gpu.nvml import GpuProbe
 probe = GpuProbe(deadline=2.0)
 probe.read()  # nvmlInit and imports
 times = []

@@ -22,9 +22,9 @@ from pathlib import Path
 from common import ROOT, save, summary
 
 from watchdog.journal import Journal
-from watchdog.report import Window, build, render
-from watchdog.report_html import render_html
-from watchdog.timeline import build_timeline
+from watchdog.reports.html import render_html
+from watchdog.reports.restart_rates import Window, build, render
+from watchdog.reports.timeline import build_timeline
 
 FAULTS = ("stopped", "oom-killed", "unhealthy", "endpoint-failing", "zero-vram", "xid")
 FORMATS = ("table", "json", "csv", "markdown", "html")

@@ -12,7 +12,7 @@ production), in parallel from a bounded thread pool; run the real daemon as a su
 - RSS from /proc/PID/status once a second (peak and median), CPU time from /proc/PID/stat over the window
   (share of one core; also given without the scrapes' own cost, measured after the window).
 It also checks that the daemon sees every container, finds all of them healthy and restarts none.
-The daemon caches each container's inspect for 60 s (INSPECT_MAX_AGE in watchdog/docker_probe.py); all of
+The daemon caches each container's inspect for 60 s (INSPECT_MAX_AGE in watchdog/containers/engine.py); all of
 them were inspected in the same first cycle, so one cycle a minute re-inspects the whole fleet: those
 cycles (every 12th at a 5 s poll; `cycle_values_s` keeps the order) are the p95 and max.
 

@@ -19,7 +19,7 @@ from common import ROOT, new_fleet, save, summary
 
 from tests.fake_nvml.harness import build, environment
 from tests.integration.harness import Daemon, wait_for
-from watchdog.docker_probe import parse_docker_time
+from watchdog.containers.engine import parse_docker_time
 
 POLL = 5.0
 START_PERIOD = 5.0

@@ -1,8 +1,8 @@
-"""Print the config keys the installed LiteLLM really accepts, as watchdog/litellm_keys.yaml holds them.
+"""Print the config keys the installed LiteLLM really accepts, as watchdog/router/litellm_keys.yaml holds them.
 
 LiteLLM drops unknown router_settings keys silently, so the renderer validates a
 template against this list. Run it with the proxy's Python after changing the pin:
-    .venv-litellm/bin/python scripts/litellm_keys.py > watchdog/litellm_keys.yaml
+    .venv-litellm/bin/python scripts/litellm_keys.py > watchdog/router/litellm_keys.yaml
 tests/integration/test_litellm.py checks that the file matches the installed version.
 """
 

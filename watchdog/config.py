@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from watchdog.capacity import CapacityPolicy, RoleMemory
-from watchdog.notices import NOTIFY_EVENTS, NOTIFY_KINDS, RESERVED_FIELDS
+from watchdog.ops.notices import NOTIFY_EVENTS, NOTIFY_KINDS, RESERVED_FIELDS
+from watchdog.router.capacity import CapacityPolicy, RoleMemory
 from watchdog.units import parse_bool, parse_bytes, parse_duration
 
 ENV_CONFIG = "GPU_WATCHDOG_CONFIG"
@@ -349,7 +349,7 @@ def _parse_gpu(data: Mapping[str, Any]) -> GpuConfig:
 
 def _parse_xid_overrides(path: str, value: Any) -> Mapping[Any, Any]:
     """Validated now (a bad table is a config error at start-up), applied by the loop."""
-    from watchdog.xid import XidTableError, default_table, with_overrides
+    from watchdog.gpu.xid import XidTableError, default_table, with_overrides
 
     data = _section(path, value)
     try:

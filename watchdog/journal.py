@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 from loguru import logger
 
-from watchdog.breaker import BreakerHistory
-from watchdog.gpu_state import GpuCondition, GpuMark
+from watchdog.containers.breaker import BreakerHistory
+from watchdog.gpu.marks import GpuCondition, GpuMark
 from watchdog.model import NOT_SENT
 
 SCHEMA = """

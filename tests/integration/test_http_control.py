@@ -14,7 +14,7 @@ import pytest
 from tests.integration.conftest import new_daemon
 from tests.integration.harness import Daemon, Fleet, free_port, wait_for
 from watchdog.config import parse_config
-from watchdog.gpu_state import GpuCondition, GpuMark
+from watchdog.gpu.marks import GpuCondition, GpuMark
 
 pytestmark = pytest.mark.engine
 TOKEN = "s3cret-token-for-the-test"

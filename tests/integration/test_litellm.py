@@ -216,9 +216,9 @@ def test_keys_file_matches_the_installed_litellm(proxy_installed: None) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     installed = yaml.safe_load(done.stdout)
-    shipped = yaml.safe_load((ROOT / "watchdog" / "litellm_keys.yaml").read_text())
+    shipped = yaml.safe_load((ROOT / "watchdog" / "router" / "litellm_keys.yaml").read_text())
     assert installed == shipped, (
-        "regenerate: .venv-litellm/bin/python scripts/litellm_keys.py > watchdog/litellm_keys.yaml"
+        "regenerate: .venv-litellm/bin/python scripts/litellm_keys.py > watchdog/router/litellm_keys.yaml"
     )
     # The per-deployment keys the renderer writes are among them.
     for key in ("rpm", "max_parallel_requests", "api_base", "timeout"):

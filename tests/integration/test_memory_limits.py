@@ -14,10 +14,11 @@ import pytest
 import yaml
 
 from tests.integration.harness import RUN_ID, Fleet
-from watchdog.capacity import MIB, CapacityPolicy, RoleMemory
-from watchdog.docker_probe import DockerProbe
+from watchdog.containers.engine import DockerProbe
 from watchdog.journal import Journal
-from watchdog.memory_limits import (
+from watchdog.model import ContainerSnapshot
+from watchdog.router.capacity import MIB, CapacityPolicy, RoleMemory
+from watchdog.router.memory_limits import (
     KIND_APPLIED,
     KIND_BLOCKED,
     KIND_DRIFT,
@@ -29,7 +30,6 @@ from watchdog.memory_limits import (
     load_applied,
     read_usage,
 )
-from watchdog.model import ContainerSnapshot
 
 pytestmark = pytest.mark.engine
 

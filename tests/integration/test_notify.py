@@ -21,7 +21,7 @@ import yaml
 
 from tests.integration.conftest import new_daemon
 from tests.integration.harness import Daemon, Fleet, free_port, wait_for
-from watchdog.status import STATUS_FILE
+from watchdog.ops.status import STATUS_FILE
 
 SECRET = "T0KEN-xoxb-7c1e55d2a9"
 HANG_LIMIT = 30.0  # s a hanging request is held at most (the fixture releases it at the end)

@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-from watchdog.gpu import GpuHealth, GpuProbe, NvmlState, clock_reason_names
-from watchdog.gpu_events import XidWatcher
-from watchdog.gpu_map import resolve
-from watchdog.kernel_log import normalise_bus_id
+from watchdog.gpu.assignment import resolve
+from watchdog.gpu.kernel_log import normalise_bus_id
+from watchdog.gpu.nvml import GpuHealth, GpuProbe, NvmlState, clock_reason_names
+from watchdog.gpu.xid_events import XidWatcher
 
 pytestmark = pytest.mark.real_gpu
 

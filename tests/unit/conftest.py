@@ -9,9 +9,9 @@ import pytest
 
 from tests.fake_nvml.harness import fake_nvml, fake_nvml_lib
 from watchdog.config import Config
-from watchdog.gpu_supervisor import GpuSupervisor
+from watchdog.containers.own_actions import OwnActionWindows
+from watchdog.gpu.supervisor import GpuSupervisor
 from watchdog.journal import Journal
-from watchdog.own_actions import OwnActionWindows
 
 __all__ = ["fake_nvml", "fake_nvml_lib"]
 

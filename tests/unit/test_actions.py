@@ -7,9 +7,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from watchdog.actions import ActionFailed, EngineUnreachable, restart_container
+from watchdog.containers.restart import ActionFailed, EngineUnreachable, restart_container
 from watchdog.journal import Journal
-from watchdog.report import Window, build
+from watchdog.reports.restart_rates import Window, build
 
 
 def test_a_missing_engine_socket_is_engine_unreachable(tmp_path: Path) -> None:

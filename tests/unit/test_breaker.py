@@ -1,11 +1,11 @@
-"""watchdog.breaker: backoff between restarts, give up on a crash loop, re-arm."""
+"""watchdog.containers.breaker: backoff between restarts, give up on a crash loop, re-arm."""
 
 from __future__ import annotations
 
 import pytest
 
-from watchdog.breaker import BreakerHistory, BreakerState, evaluate
 from watchdog.config import BreakerConfig
+from watchdog.containers.breaker import BreakerHistory, BreakerState, evaluate
 
 POLICY = BreakerConfig()  # 5 in 300 s, backoff 10 s doubling to 60 s, cooldown 3600 s
 

@@ -6,7 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from watchdog.capacity import (
+from watchdog.config import ConfigError, parse_config
+from watchdog.gpu.marks import GpuCondition, GpuMark
+from watchdog.model import ContainerSnapshot, ContainerSpec, ContainerState, Health
+from watchdog.router.capacity import (
     GIB,
     MIB,
     CapacityPolicy,
@@ -17,9 +20,6 @@ from watchdog.capacity import (
     plan_capacity,
     render,
 )
-from watchdog.config import ConfigError, parse_config
-from watchdog.gpu_state import GpuCondition, GpuMark
-from watchdog.model import ContainerSnapshot, ContainerSpec, ContainerState, Health
 
 SEED = CapacityPolicy()  # seed 001: 3-4 rpm per GPU, 30 rpm, 90% margin, 1 in flight per GPU, 30% headroom
 

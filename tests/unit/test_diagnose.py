@@ -1,4 +1,4 @@
-"""watchdog.diagnose: faults and notes from snapshots, probes and remembered events."""
+"""watchdog.containers.diagnose: faults and notes from snapshots, probes and remembered events."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from dataclasses import replace
 import pytest
 
 from watchdog.config import Config
-from watchdog.diagnose import ProbeHistory, Recovery, diagnose, recovery_of, recovery_timeout_of, remember_event
+from watchdog.containers.diagnose import (
+    ProbeHistory,
+    Recovery,
+    diagnose,
+    recovery_of,
+    recovery_timeout_of,
+    remember_event,
+)
 from watchdog.model import (
     ContainerMemory,
     ContainerSnapshot,

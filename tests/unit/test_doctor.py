@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from watchdog.config import RamPreflightConfig
-from watchdog.doctor import (
+from watchdog.gpu.nvml import GpuReading, GpuSnapshot, NvmlState
+from watchdog.model import ContainerSnapshot, ContainerSpec, ContainerState
+from watchdog.ops.doctor import (
     MIN_FREE_KBYTES,
     ContainerFacts,
     Finding,
@@ -18,8 +20,6 @@ from watchdog.doctor import (
     judge_ram,
     judge_router,
 )
-from watchdog.gpu import GpuReading, GpuSnapshot, NvmlState
-from watchdog.model import ContainerSnapshot, ContainerSpec, ContainerState
 
 GIB = 1024**3
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from watchdog.config import Config, ConfigError, GpuConfig, parse_config
-from watchdog.diagnose import diagnose
-from watchdog.gpu import GpuHealth, GpuProcess, GpuSnapshot, clock_reason_names
-from watchdog.gpu_map import GONE, HOST, GpuAssignment, resolve
-from watchdog.gpu_state import (
+from watchdog.containers.diagnose import diagnose
+from watchdog.containers.plan import Capacity, plan
+from watchdog.gpu.assignment import GONE, HOST, GpuAssignment, resolve
+from watchdog.gpu.marks import (
     GpuCondition,
     GpuMark,
     cap,
@@ -20,13 +20,13 @@ from watchdog.gpu_state import (
     may_mark,
     respond_to_xid,
 )
+from watchdog.gpu.nvml import GpuHealth, GpuProcess, GpuSnapshot, clock_reason_names
+from watchdog.gpu.pid_map import container_of_cgroup, owner_of, sees_host_pids
+from watchdog.gpu.vram import VramMode, vram_views
+from watchdog.gpu.xid import XidAction, classify, default_table
 from watchdog.journal import Journal
 from watchdog.model import ContainerSnapshot, ContainerSpec, ContainerState, FaultKind, Verdict, XidEvent
-from watchdog.pid_map import container_of_cgroup, owner_of, sees_host_pids
-from watchdog.plan import Capacity, plan
-from watchdog.status import render_gpus
-from watchdog.vram import VramMode, vram_views
-from watchdog.xid import XidAction, classify, default_table
+from watchdog.ops.status import render_gpus
 
 MIB = 1024**2
 U0, U1, U2 = "GPU-aaaa0000-0000", "GPU-bbbb1111-1111", "GPU-cccc2222-2222"

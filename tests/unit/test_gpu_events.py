@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 
 from tests.fake_nvml.harness import FakeNvml, scenario
-from watchdog.gpu_events import normalise_bus_id
+from watchdog.gpu.xid_events import normalise_bus_id
 
 # Everything a child needs: JSON-line callbacks and a bounded wait.
 PRELUDE = """
 import json, sys, threading, time
-from watchdog.gpu_events import XidWatcher
+from watchdog.gpu.xid_events import XidWatcher
 
 events, states = [], []
 

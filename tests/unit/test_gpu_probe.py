@@ -10,7 +10,7 @@ from tests.fake_nvml.harness import FakeNvml
 
 READ = """
 import json, dataclasses
-from watchdog.gpu import GpuProbe
+from watchdog.gpu.nvml import GpuProbe
 probe = GpuProbe(deadline={deadline})
 reading = probe.read()
 print(json.dumps(dataclasses.asdict(reading)))
@@ -49,7 +49,7 @@ def test_a_hung_driver_costs_one_deadline_and_then_answers_hung_at_once(fake_nvm
     fake_nvml.use("hung")
     code = """
 import json, time
-from watchdog.gpu import GpuProbe
+from watchdog.gpu.nvml import GpuProbe
 probe = GpuProbe(deadline=0.5)
 t0 = time.monotonic(); first = probe.read(); t1 = time.monotonic(); second = probe.read(); t2 = time.monotonic()
 print(json.dumps([first.state, t1 - t0, second.state, t2 - t1, second.detail]))
@@ -84,7 +84,7 @@ def test_a_changed_scenario_is_seen_by_the_next_read(fake_nvml: FakeNvml) -> Non
     code = f"""
 from pathlib import Path
 import json
-from watchdog.gpu import GpuProbe
+from watchdog.gpu.nvml import GpuProbe
 probe = GpuProbe(deadline=2.0)
 before = probe.read().gpus[0].memory_used
 path = Path({str(fake_nvml.scenario_file)!r})

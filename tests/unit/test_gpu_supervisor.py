@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from tests.fake_nvml.harness import scenario
-from watchdog.gpu import GpuHealth, GpuReading, GpuSnapshot, NvmlState
-from watchdog.gpu_state import GpuCondition
+from watchdog.gpu.marks import GpuCondition
+from watchdog.gpu.nvml import GpuHealth, GpuReading, GpuSnapshot, NvmlState
 from watchdog.journal import Journal
 from watchdog.model import ContainerSnapshot, ContainerSpec, ContainerState, XidEvent
 
@@ -127,7 +127,7 @@ def test_orphaned_gpu_memory_is_reported_and_killed_only_when_opted_in(
 ) -> None:
     import subprocess
 
-    from watchdog.gpu import GpuProcess
+    from watchdog.gpu.nvml import GpuProcess
 
     leaked = subprocess.Popen(["sleep", "60"])  # a live process of a container that no longer runs
     try:

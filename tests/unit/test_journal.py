@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from watchdog.breaker import BreakerHistory
+from watchdog.containers.breaker import BreakerHistory
 from watchdog.journal import JOURNAL_FILE, Journal
 
 

@@ -1,4 +1,4 @@
-"""watchdog.kernel_log: Xid lines from /dev/kmsg or a saved dmesg, read at start-up without raising."""
+"""watchdog.gpu.kernel_log: Xid lines from /dev/kmsg or a saved dmesg, read at start-up without raising."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watchdog import kernel_log
-from watchdog.kernel_log import (
+from watchdog.gpu import kernel_log
+from watchdog.gpu.kernel_log import (
     PERMISSION_HINT,
     XID_LINE,
     KernelLogScan,

@@ -1,4 +1,4 @@
-"""watchdog.labels: `gpu-watchdog.*` labels into a ContainerSpec, or a misconfiguration."""
+"""watchdog.containers.labels: `gpu-watchdog.*` labels into a ContainerSpec, or a misconfiguration."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from watchdog.labels import KNOWN_LABELS, gpus_from_engine, parse_spec, unknown_labels
+from watchdog.containers.labels import KNOWN_LABELS, gpus_from_engine, parse_spec, unknown_labels
 from watchdog.model import ContainerSpec
 
 P = "gpu-watchdog"

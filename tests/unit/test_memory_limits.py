@@ -13,10 +13,11 @@ import docker.errors
 import pytest
 import yaml
 
-from watchdog.capacity import GIB, MIB, CapacityPolicy, RoleMemory
 from watchdog.files import write_if_changed
 from watchdog.journal import Journal
-from watchdog.memory_limits import (
+from watchdog.model import ContainerSnapshot, ContainerSpec, ContainerState
+from watchdog.router.capacity import GIB, MIB, CapacityPolicy, RoleMemory
+from watchdog.router.memory_limits import (
     KIND_APPLIED,
     KIND_BLOCKED,
     KIND_DRIFT,
@@ -36,7 +37,6 @@ from watchdog.memory_limits import (
     plan_memory_limits,
     render_compose_override,
 )
-from watchdog.model import ContainerSnapshot, ContainerSpec, ContainerState
 
 LIMITS = {"chat": RoleMemory(1536 * MIB, 2048 * MIB), "embed": RoleMemory(512 * MIB, 768 * MIB)}
 CHAT = Limits(1536 * MIB, 2048 * MIB)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from watchdog.metrics import Metrics
+from watchdog.ops.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "compose" / "monitoring"

@@ -16,10 +16,10 @@ from loguru import logger
 from tests.integration.harness import free_port
 from tests.unit.test_gpu_supervisor import fleet, reading
 from watchdog.config import Config, ConfigError, NotifyConfig, NotifyTarget, parse_config
-from watchdog.gpu import NvmlState
+from watchdog.gpu.nvml import NvmlState
 from watchdog.journal import Journal
 from watchdog.model import FaultKind, Verdict
-from watchdog.notices import (
+from watchdog.ops.notices import (
     DISCORD_LIMIT,
     NOTIFY_EVENTS,
     SLACK_COLOURS,
@@ -29,7 +29,7 @@ from watchdog.notices import (
     notice_from_entry,
     payload,
 )
-from watchdog.notify import HttpSender, Notifier, SendFailed
+from watchdog.ops.notify import HttpSender, Notifier, SendFailed
 
 SECRET = "T0KEN-s3cr3t-9f8e7d"
 

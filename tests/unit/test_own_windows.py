@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from watchdog.own_actions import OWN_EVENT_SLACK, OwnActionWindows
+from watchdog.containers.own_actions import OWN_EVENT_SLACK, OwnActionWindows
 
 
 def test_events_during_an_open_restart_are_our_own() -> None:

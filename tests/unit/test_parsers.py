@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from watchdog.docker_probe import own_container_ids, parse_docker_time, snapshot_from_inspect
-from watchdog.events import parse_event
-from watchdog.http_probe import classify
+from watchdog.containers.engine import own_container_ids, parse_docker_time, snapshot_from_inspect
+from watchdog.containers.events import parse_event
+from watchdog.containers.http_probe import classify
 from watchdog.model import ContainerSpec, ContainerState, Health, ProbeStatus
-from watchdog.status import render_table
+from watchdog.ops.status import render_table
 
 P = "gpu-watchdog"
 CID = "3f4e8a1c" * 8

@@ -1,4 +1,4 @@
-"""watchdog.plan: order faults, respect slots, RAM and the breaker; one decision each."""
+"""watchdog.containers.plan: order faults, respect slots, RAM and the breaker; one decision each."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from watchdog.breaker import BreakerHistory
 from watchdog.config import Config, RamPreflightConfig
+from watchdog.containers.breaker import BreakerHistory
+from watchdog.containers.plan import DEFAULT_STOP_TIMEOUT, Capacity, plan
 from watchdog.model import ContainerSnapshot, ContainerSpec, ContainerState, Decision, Fault, FaultKind, Verdict
-from watchdog.plan import DEFAULT_STOP_TIMEOUT, Capacity, plan
 
 GIB = 1024**3
 NOW = 10_000.0

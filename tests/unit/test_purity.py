@@ -9,22 +9,22 @@ import sys
 import pytest
 
 PURE = [
-    "watchdog.diagnose",
-    "watchdog.plan",
-    "watchdog.breaker",
-    "watchdog.labels",
+    "watchdog.containers.diagnose",
+    "watchdog.containers.plan",
+    "watchdog.containers.breaker",
+    "watchdog.containers.labels",
     "watchdog.units",
     "watchdog.config",
-    "watchdog.gpu_map",
-    "watchdog.vram",
-    "watchdog.gpu_state",
-    "watchdog.xid",
-    "watchdog.capacity",
-    "watchdog.router",
-    "watchdog.report",
-    "watchdog.timeline",
-    "watchdog.report_html",
-    "watchdog.notices",
+    "watchdog.gpu.assignment",
+    "watchdog.gpu.vram",
+    "watchdog.gpu.marks",
+    "watchdog.gpu.xid",
+    "watchdog.router.capacity",
+    "watchdog.router.litellm_config",
+    "watchdog.reports.restart_rates",
+    "watchdog.reports.timeline",
+    "watchdog.reports.html",
+    "watchdog.ops.notices",
 ]
 FORBIDDEN = ["docker", "httpx", "sqlite3", "_sqlite3", "socket", "_socket", "requests", "urllib3", "ssl"]
 
@@ -45,5 +45,5 @@ def test_pure_module_imports_no_io_library(module: str) -> None:
 
 def test_the_check_itself_sees_io_libraries_when_they_are_imported() -> None:
     assert {"docker", "sqlite3"} <= modules_after_import("watchdog.journal") | modules_after_import(
-        "watchdog.docker_probe"
+        "watchdog.containers.engine"
     )

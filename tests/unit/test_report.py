@@ -13,7 +13,7 @@ import pytest
 
 from tests.report_scenario import T0, H, build_scenario
 from watchdog.journal import Journal
-from watchdog.report import Window, build, peak_in_an_hour, percentile, render
+from watchdog.reports.restart_rates import Window, build, peak_in_an_hour, percentile, render
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_cli_report_and_bad_input(journal: Journal, tmp_path: Path) -> None:
 
 def test_listen_and_health_helpers() -> None:
     from watchdog.config import ConfigError, parse_config, parse_listen
-    from watchdog.metrics import recent
+    from watchdog.ops.metrics import recent
 
     assert parse_listen("127.0.0.1:9108") == ("127.0.0.1", 9108)
     assert parse_listen("[::1]:9108") == ("::1", 9108)

@@ -11,9 +11,9 @@ import pytest
 
 from tests.report_scenario import GPU1_UUID, T0, H, build_scenario, write_html_report
 from watchdog.journal import Journal
-from watchdog.report import Window, build
-from watchdog.report_html import LABEL_W, PLOT_W, render_html
-from watchdog.timeline import build_timeline
+from watchdog.reports.html import LABEL_W, PLOT_W, render_html
+from watchdog.reports.restart_rates import Window, build
+from watchdog.reports.timeline import build_timeline
 
 WINDOW = Window(T0, T0 + 6 * H)
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from watchdog.capacity import CapacityPolicy, Member, plan_capacity
 from watchdog.config import ConfigError, parse_config
 from watchdog.model import ContainerSnapshot, ContainerSpec, ContainerState
-from watchdog.router import (
+from watchdog.router.capacity import CapacityPolicy, Member, plan_capacity
+from watchdog.router.litellm_config import (
     CALLBACK,
     TemplateError,
     api_base_of,

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from watchdog.config import Config, parse_config
-from watchdog.diagnose import ProbeHistory
+from watchdog.containers.diagnose import ProbeHistory
+from watchdog.containers.own_actions import OwnActionWindows
 from watchdog.journal import Journal
 from watchdog.model import (
     ContainerSnapshot,
@@ -26,8 +27,7 @@ from watchdog.model import (
     ProbeStatus,
     Verdict,
 )
-from watchdog.own_actions import OwnActionWindows
-from watchdog.router_sync import META_PROXY_SET, RouterSync
+from watchdog.router.sync import META_PROXY_SET, RouterSync
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from watchdog.config import ConfigError, load_config, parse_config
-from watchdog.gpu_reset import reset_command
-from watchdog.labels import KNOWN_LABELS, parse_spec
+from watchdog.containers.labels import KNOWN_LABELS, parse_spec
+from watchdog.gpu.reset import reset_command
 
 PACKAGE = Path(__file__).resolve().parents[2] / "watchdog"
 P = "gpu-watchdog"
@@ -43,7 +43,7 @@ def dotted(func: ast.expr) -> tuple[str, str] | None:
 
 def test_no_module_runs_a_shell() -> None:
     checked = 0
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted(PACKAGE.rglob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
         for call in calls(tree):
             where = f"{path.name}:{call.lineno}"

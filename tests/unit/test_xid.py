@@ -1,4 +1,4 @@
-"""watchdog.xid: the shipped Xid table, escalation on repeats, overrides, strict loading."""
+"""watchdog.gpu.xid: the shipped Xid table, escalation on repeats, overrides, strict loading."""
 
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from watchdog import xid as xid_module
-from watchdog.model import XidEvent
-from watchdog.xid import (
+from watchdog.gpu import xid as xid_module
+from watchdog.gpu.xid import (
     ACTION_RANK,
     XidAction,
     XidRule,
@@ -33,6 +32,7 @@ from watchdog.xid import (
     same_gpu,
     with_overrides,
 )
+from watchdog.model import XidEvent
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -90,7 +90,7 @@ def test_codes_not_in_the_table_alert(code: int) -> None:
 
 
 def test_the_table_ships_inside_the_package_and_parses_as_written() -> None:
-    text = resources.files("watchdog").joinpath("xid_table.yaml").read_text(encoding="utf-8")
+    text = resources.files("watchdog.gpu").joinpath("xid_table.yaml").read_text(encoding="utf-8")
     assert parse_table(yaml.safe_load(text), "test") == default_table()
     assert "NVSentinel" in text and "gpud" in text  # says where the defaults come from
 
@@ -612,7 +612,7 @@ def test_xid_reads_no_clock_and_does_no_io_beyond_the_packaged_table() -> None:
 
 
 def test_importing_xid_pulls_in_no_client_socket_or_database_module() -> None:
-    code = "import json, sys; import watchdog.xid; print(json.dumps(sorted(sys.modules)))"
+    code = "import json, sys; import watchdog.gpu.xid; print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True, timeout=60)
     loaded = set(json.loads(out.stdout))
     assert not loaded & {"docker", "httpx", "sqlite3", "socket", "requests", "ssl", "pynvml"}

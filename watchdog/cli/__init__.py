@@ -1,0 +1,4 @@
+"""The command line (click): each command parses its arguments and calls the rooms that do the work.
+
+Nothing imports this package except `watchdog.__main__`.
+"""

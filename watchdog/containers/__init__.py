@@ -1,0 +1,10 @@
+"""Containers: where a container fault is detected and where its remedy is chosen.
+
+Observe (I/O): `engine` (the engine's snapshot of managed containers), `events` (the engine's
+event stream), `http_probe` (health endpoints), `host` (MemAvailable for the RAM preflight).
+Judge (pure, time passed in): `labels` (a container's opt-in and settings), `diagnose` (snapshots
+and remembered events to faults), `plan` (faults and policy to ordered decisions), `breaker`
+(backoff and give-up). Act (I/O): `restart` (the only code that restarts a container),
+`reconcile` (restarts a killed watchdog left in flight). `own_actions` remembers when the
+watchdog itself acted, so its own kill/die/start events are never taken for an operator's.
+"""

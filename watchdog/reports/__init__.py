@@ -1,0 +1,6 @@
+"""Reports read from the journal's rows, never from the daemon's memory. Every module here is pure.
+
+`restart_rates` (per container, GPU and fleet: rates, causes, recovery times, availability),
+`timeline` (what happened when, per lane: the data behind the chart), `html` (one self-contained
+HTML file). The CLI reads the journal and writes the file; these only compute.
+"""
