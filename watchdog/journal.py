@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from loguru import logger
 
 from watchdog.containers.breaker import BreakerHistory
+from watchdog.entries import ActionKind, EntryKind
 from watchdog.gpu.marks import GpuCondition, GpuMark
 from watchdog.model import NOT_SENT
 
@@ -187,7 +188,7 @@ class Journal:
 
     def record(
         self,
-        kind: str,
+        kind: EntryKind,
         reason: str,
         *,
         ts: float,
@@ -275,7 +276,7 @@ class Journal:
 
     def begin_action(
         self,
-        kind: str,
+        kind: ActionKind,
         container: str,
         container_id: str,
         fault: str | None,
@@ -325,9 +326,9 @@ class Journal:
         attempts = tuple(
             r[0]
             for r in self._read(
-                "SELECT started_at FROM actions WHERE container = ? AND kind = 'restart' AND dry_run = 0"
+                "SELECT started_at FROM actions WHERE container = ? AND kind = ? AND dry_run = 0"
                 " AND started_at >= ? AND coalesce(outcome, '') NOT LIKE ? ORDER BY started_at",
-                (container, since, NOT_SENT + "%"),
+                (container, str(ActionKind.RESTART), since, NOT_SENT + "%"),
             )
         )
         row = self._read("SELECT given_up_at, reset_at FROM breakers WHERE container = ?", (container,))

@@ -15,14 +15,11 @@ import yaml
 
 from tests.integration.harness import RUN_ID, Fleet
 from watchdog.containers.engine import DockerProbe
+from watchdog.entries import EntryKind
 from watchdog.journal import Journal
 from watchdog.model import ContainerSnapshot
 from watchdog.router.capacity import MIB, CapacityPolicy, RoleMemory
 from watchdog.router.memory_limits import (
-    KIND_APPLIED,
-    KIND_BLOCKED,
-    KIND_DRIFT,
-    KIND_REPORT,
     META_KEY,
     LimitKind,
     MemoryLimitSync,
@@ -86,8 +83,14 @@ def test_enforce_applies_the_limits_and_sets_drift_back(
     (result,) = sync.sync(snapshots(fleet), 102.0)
     assert (result.action.kind, result.outcome) == (LimitKind.DRIFT, Outcome.CORRECTED), result.text
     assert host_limits(fleet, "chat0") == (96 * MIB, 160 * MIB)
-    assert sorted(kinds(journal)) == sorted([(KIND_APPLIED, chat), (KIND_APPLIED, embed), (KIND_DRIFT, chat)])
-    drift = journal.entries(kind=KIND_DRIFT)[0]
+    assert sorted(kinds(journal)) == sorted(
+        [
+            (EntryKind.MEMORY_LIMIT_APPLIED, chat),
+            (EntryKind.MEMORY_LIMIT_APPLIED, embed),
+            (EntryKind.MEMORY_LIMIT_DRIFT, chat),
+        ]
+    )
+    drift = journal.entries(kind=EntryKind.MEMORY_LIMIT_DRIFT)[0]
     assert "changed by hand to 128.0 MiB (RAM+swap 256.0 MiB); set back to 96.0 MiB" in drift["reason"]
     assert sync.failures == 0
 
@@ -102,8 +105,8 @@ def test_report_changes_nothing_and_journals_each_problem_once(
         (result,) = sync.sync(snapshots(fleet), 100.0 + cycle)
         assert (result.action.container, result.outcome) == (chat, Outcome.REPORTED)
     assert host_limits(fleet, "chat0") == (0, 0) and host_limits(fleet, "other") == (0, 0)
-    assert kinds(journal) == [(KIND_REPORT, chat)]
-    entry = journal.entries(kind=KIND_REPORT)[0]
+    assert kinds(journal) == [(EntryKind.MEMORY_LIMIT, chat)]
+    entry = journal.entries(kind=EntryKind.MEMORY_LIMIT)[0]
     assert entry["fault"] == "not-applied" and "--memory 96m --memory-swap 160m" in entry["reason"]
     assert journal.get_meta(META_KEY) is None
 
@@ -122,8 +125,8 @@ def test_a_limit_below_usage_is_blocked_not_applied(
         assert (result.action.kind, result.outcome) == (LimitKind.BLOCKED, Outcome.BLOCKED), result.text
     assert host_limits(fleet, "chat0") == (0, 0)
     assert fleet.state("chat0")["Running"] is True
-    assert kinds(journal) == [(KIND_BLOCKED, name)]
-    assert "is below its usage" in journal.entries(kind=KIND_BLOCKED)[0]["reason"]
+    assert kinds(journal) == [(EntryKind.MEMORY_LIMIT_BLOCKED, name)]
+    assert "is below its usage" in journal.entries(kind=EntryKind.MEMORY_LIMIT_BLOCKED)[0]["reason"]
 
 
 def test_the_compose_override_is_valid_for_docker_compose(

@@ -1,5 +1,6 @@
 """Fixtures shared by the unit tests."""
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +13,7 @@ from watchdog.config import Config
 from watchdog.containers.own_actions import OwnActionWindows
 from watchdog.gpu.supervisor import GpuSupervisor
 from watchdog.journal import Journal
+from watchdog.subsystem import Services
 
 __all__ = ["fake_nvml", "fake_nvml_lib"]
 
@@ -22,7 +24,8 @@ def supervisor(tmp_path: Path) -> Any:
     journal = Journal.in_dir(tmp_path)
     config = replace(Config(), gpu=replace(Config().gpu, pid_mapping=False, kernel_log=None))
     executor = ThreadPoolExecutor(1)
-    sup = GpuSupervisor(config, journal, client=None, executor=executor, own=OwnActionWindows(), wake=lambda: None)
+    services = Services(journal, None, executor, OwnActionWindows(), time.time, lambda: None)  # type: ignore[arg-type]
+    sup = GpuSupervisor(config, services)
     from tests.unit.test_gpu_supervisor import Readings, reading  # the fake reader those tests steer
 
     sup.monitor = Readings(reading())  # type: ignore[assignment]

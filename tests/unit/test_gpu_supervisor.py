@@ -13,6 +13,7 @@ from watchdog.gpu.marks import GpuCondition
 from watchdog.gpu.nvml import GpuHealth, GpuReading, GpuSnapshot, NvmlState
 from watchdog.journal import Journal
 from watchdog.model import ContainerSnapshot, ContainerSpec, ContainerState, XidEvent
+from watchdog.subsystem import CycleView
 
 MIB = 1024**2
 UUIDS = [f"GPU-storm-{i}" for i in range(4)]
@@ -61,7 +62,7 @@ def test_an_xid_storm_gives_bounded_actions(supervisor: Any) -> None:
     assert len(events) == 200
     for event in events:
         supervisor.xid_queue.put(event)
-    result = supervisor.cycle(fleet(), now=103.0)
+    result = supervisor.cycle(CycleView(tuple(fleet())), now=103.0)
     journal: Journal = supervisor.journal
     assert len(journal.entries(kind="xid")) == 200, "every Xid is journaled"
     # Each container gets one restart request, however many Xids its GPU had.
@@ -80,7 +81,7 @@ def test_an_xid_storm_gives_bounded_actions(supervisor: Any) -> None:
 def test_a_lost_gpu_is_quarantined_once_and_its_container_held(supervisor: Any) -> None:
     supervisor.monitor.reading = reading(lost=(2,))
     for now in (101.0, 102.0, 103.0):
-        result = supervisor.cycle(fleet(), now=now)
+        result = supervisor.cycle(CycleView(tuple(fleet())), now=now)
     marks = supervisor.journal.gpu_marks()
     assert list(marks) == [UUIDS[2]] and marks[UUIDS[2]].condition == GpuCondition.QUARANTINED
     assert list(result.held) == [f"{2:064x}"] and "quarantined" in result.held[f"{2:064x}"]
@@ -90,26 +91,26 @@ def test_a_lost_gpu_is_quarantined_once_and_its_container_held(supervisor: Any) 
 
 def test_a_hung_driver_alerts_once_pauses_gpu_verdicts_and_keeps_marks(supervisor: Any) -> None:
     supervisor.monitor.reading = reading(lost=(1,))
-    supervisor.cycle(fleet(), now=101.0)
+    supervisor.cycle(CycleView(tuple(fleet())), now=101.0)
     supervisor.monitor.reading = reading(NvmlState.HUNG)
     for now in (102.0, 103.0):
-        result = supervisor.cycle(fleet(), now=now)
+        result = supervisor.cycle(CycleView(tuple(fleet())), now=now)
     alerts = [e for e in supervisor.journal.entries(kind="alert") if e["fault"] == "driver-hung"]
     assert len(alerts) == 1
     assert result.vram is None and result.xids == {}
     assert list(result.held) == [f"{1:064x}"], "a GPU marked before the hang still holds its container"
     supervisor.monitor.reading = reading()
-    supervisor.cycle(fleet(), now=104.0)
+    supervisor.cycle(CycleView(tuple(fleet())), now=104.0)
     assert len(supervisor.journal.entries(kind="driver-recovered")) == 1
 
 
 def test_released_marks_are_picked_up(supervisor: Any) -> None:
     supervisor.monitor.reading = reading(lost=(0,))
-    supervisor.cycle(fleet(), now=101.0)
+    supervisor.cycle(CycleView(tuple(fleet())), now=101.0)
     assert supervisor.journal.release_gpu(UUIDS[0])
     supervisor.reload_marks()
     supervisor.monitor.reading = reading()
-    assert supervisor.cycle(fleet(), now=102.0).held == {}
+    assert supervisor.cycle(CycleView(tuple(fleet())), now=102.0).held == {}
 
 
 class NoContainers:
@@ -139,10 +140,10 @@ def test_orphaned_gpu_memory_is_reported_and_killed_only_when_opted_in(
         base = reading()
         gpu0 = replace(base.gpus[0], processes=(GpuProcess(leaked.pid, 500 * MIB), GpuProcess(4_000_000, 300 * MIB)))
         supervisor.monitor.reading = replace(base, gpus=(gpu0, *base.gpus[1:]))
-        result = supervisor.cycle(fleet(), now=101.0)
+        result = supervisor.cycle(CycleView(tuple(fleet())), now=101.0)
         orphans = {o["pid"]: o["why"] for o in result.view["orphans"]}
         assert "not running" in orphans[leaked.pid] and "gone" in orphans[4_000_000]
-        supervisor.cycle(fleet(), now=102.0)
+        supervisor.cycle(CycleView(tuple(fleet())), now=102.0)
         entries = supervisor.journal.entries(kind="orphan")
         assert len(entries) == 2, "each orphan is journaled once"
         try:
@@ -182,9 +183,9 @@ def test_a_reset_closes_its_own_action_windows(supervisor: Any) -> None:
         supervisor.config, gpu=replace(supervisor.config.gpu, reset=True, reset_command=("true", "{uuid}"))
     )
     now = time.time()  # the reset's end is read from the real clock, so its start must be real too
-    supervisor.cycle(fleet(), now=now)  # learns which containers sit on which GPU
+    supervisor.cycle(CycleView(tuple(fleet())), now=now)  # learns which containers sit on which GPU
     supervisor.xid_queue.put(XidEvent(at=now, xid=48, gpu_index=1))
-    supervisor.cycle(fleet(), now=now)
+    supervisor.cycle(CycleView(tuple(fleet())), now=now)
     supervisor.executor.shutdown(wait=True)
     cid = f"{1:064x}"
     assert supervisor.client.calls == [("stop", cid), ("start", cid)]

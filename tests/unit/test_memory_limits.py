@@ -13,17 +13,12 @@ import docker.errors
 import pytest
 import yaml
 
+from watchdog.entries import EntryKind
 from watchdog.files import write_if_changed
 from watchdog.journal import Journal
 from watchdog.model import ContainerSnapshot, ContainerSpec, ContainerState
 from watchdog.router.capacity import GIB, MIB, CapacityPolicy, RoleMemory
 from watchdog.router.memory_limits import (
-    KIND_APPLIED,
-    KIND_BLOCKED,
-    KIND_DRIFT,
-    KIND_FAILED,
-    KIND_OVERRIDE,
-    KIND_REPORT,
     META_KEY,
     Applied,
     LimitKind,
@@ -313,7 +308,7 @@ def test_report_journals_each_problem_once_and_changes_nothing(journal: Journal)
         results = sync.sync(containers, 10.0 + cycle)
         assert [r.outcome for r in results] == [Outcome.REPORTED, Outcome.REPORTED]
     assert client.api.updates == []
-    assert kinds(journal) == [(KIND_REPORT, "chat-0"), (KIND_REPORT, "embed-0")]
+    assert kinds(journal) == [(EntryKind.MEMORY_LIMIT, "chat-0"), (EntryKind.MEMORY_LIMIT, "embed-0")]
     entry = journal.entries()[0]
     assert entry["fault"] == "not-applied" and entry["detail"]["planned"] == list(CHAT)
     assert entry["detail"]["mode"] == "report"
@@ -330,7 +325,7 @@ def test_report_journals_again_when_the_problem_comes_back(journal: Journal) -> 
     assert sync.sync([fixed], 2.0) == []
     client.api.limits[container.id] = Limits(0, 0)
     sync.sync([container], 3.0)
-    assert kinds(journal) == [(KIND_REPORT, "chat-0"), (KIND_REPORT, "chat-0")]
+    assert kinds(journal) == [(EntryKind.MEMORY_LIMIT, "chat-0"), (EntryKind.MEMORY_LIMIT, "chat-0")]
 
 
 def test_enforce_applies_remembers_and_then_corrects_drift(journal: Journal) -> None:
@@ -346,7 +341,7 @@ def test_enforce_applies_remembers_and_then_corrects_drift(journal: Journal) -> 
     client.api.limits[container.id] = Limits(GIB, GIB)  # someone ran docker update by hand
     (result,) = sync.sync([snap("chat-0", mem=GIB, swap=GIB)], 3.0)
     assert result.outcome == Outcome.CORRECTED and client.api.limits[container.id] == CHAT
-    assert kinds(journal) == [(KIND_APPLIED, "chat-0"), (KIND_DRIFT, "chat-0")]
+    assert kinds(journal) == [(EntryKind.MEMORY_LIMIT_APPLIED, "chat-0"), (EntryKind.MEMORY_LIMIT_DRIFT, "chat-0")]
     assert "changed by hand to 1.0 GiB (RAM+swap 1.0 GiB); set back to 1.5 GiB" in journal.entries()[1]["reason"]
 
 
@@ -367,7 +362,7 @@ def test_enforce_never_lowers_below_usage(journal: Journal) -> None:
     for now in (1.0, 2.0):
         (result,) = sync.sync([container], now)
         assert result.outcome == Outcome.BLOCKED
-    assert client.api.updates == [] and kinds(journal) == [(KIND_BLOCKED, "chat-0")]
+    assert client.api.updates == [] and kinds(journal) == [(EntryKind.MEMORY_LIMIT_BLOCKED, "chat-0")]
     assert journal.get_meta(META_KEY) is None
 
 
@@ -390,7 +385,7 @@ def test_a_refused_update_is_journaled_once_and_retried_later(journal: Journal) 
     assert [r.outcome for r in sync.sync([container], 30.0)] == [Outcome.WAITING]
     client.api.refuse = None
     assert [r.outcome for r in sync.sync([container], 61.0)] == [Outcome.APPLIED]
-    assert kinds(journal) == [(KIND_FAILED, "chat-0"), (KIND_APPLIED, "chat-0")]
+    assert kinds(journal) == [(EntryKind.MEMORY_LIMIT_FAILED, "chat-0"), (EntryKind.MEMORY_LIMIT_APPLIED, "chat-0")]
     assert "`docker update` refused: unable to set memory limit : unknown;" in journal.entries()[0]["reason"]
     assert sync.failures == 1
 
@@ -415,7 +410,7 @@ def test_dry_run_enforce_only_reports(journal: Journal) -> None:
     sync = MemoryLimitSync(client, journal, policy("enforce"), dry_run=lambda: True)  # type: ignore[arg-type]
     (result,) = sync.sync([container], 1.0)
     assert result.outcome == Outcome.REPORTED and result.text.startswith("dry run: chat-0:")
-    assert client.api.updates == [] and kinds(journal) == [(KIND_REPORT, "chat-0")]
+    assert client.api.updates == [] and kinds(journal) == [(EntryKind.MEMORY_LIMIT, "chat-0")]
 
 
 def test_sync_never_raises(journal: Journal) -> None:
@@ -447,7 +442,7 @@ def test_policy_getter_is_read_every_cycle_and_override_written_on_change(journa
     sync.sync([container], 2.0)
     sync.sync([container], 3.0)
     assert yaml.safe_load(path.read_text())["services"]["chat"]["mem_limit"] == "1536m"
-    assert kinds(journal) == [(KIND_OVERRIDE, None)]
+    assert kinds(journal) == [(EntryKind.MEMORY_LIMIT_OVERRIDE, None)]
     path.write_text("edited by hand\n")
     current["policy"] = policy("report", compose_override=str(path), memory={"chat": RoleMemory(GIB, GIB)})
     sync.sync([container], 4.0)

@@ -30,6 +30,7 @@ from watchdog.ops.notices import (
     payload,
 )
 from watchdog.ops.notify import HttpSender, Notifier, SendFailed
+from watchdog.subsystem import CycleView
 
 SECRET = "T0KEN-s3cr3t-9f8e7d"
 
@@ -132,12 +133,12 @@ def test_the_gpu_supervisor_entries_give_one_notice_per_transition(supervisor: A
     supervisor.journal.subscribe(webhooks.observe)
     supervisor.monitor.reading = reading(lost=(2,))
     for now in (101.0, 102.0):
-        supervisor.cycle(fleet(), now=now)
+        supervisor.cycle(CycleView(tuple(fleet())), now=now)
     supervisor.monitor.reading = reading(NvmlState.HUNG)
-    supervisor.cycle(fleet(), now=103.0)
-    supervisor.cycle(fleet(), now=104.0)
+    supervisor.cycle(CycleView(tuple(fleet())), now=103.0)
+    supervisor.cycle(CycleView(tuple(fleet())), now=104.0)
     supervisor.monitor.reading = reading(lost=(2,))
-    supervisor.cycle(fleet(), now=105.0)
+    supervisor.cycle(CycleView(tuple(fleet())), now=105.0)
     events = [(n.event, n.gpu) for n in queued(webhooks)]
     assert events == [
         ("gpu-quarantined", "GPU-storm-2"),  # the mark and its alert: one notice

@@ -24,6 +24,7 @@ from watchdog.config import Config, ConfigError, NotifyConfig, load_config
 from watchdog.containers.engine import ENGINE_ERRORS, DockerProbe, EngineUnavailable
 from watchdog.daemon.lock import InstanceLock, LockHeld
 from watchdog.daemon.loop import CycleResult, Watchdog
+from watchdog.entries import EntryKind
 from watchdog.journal import Journal
 from watchdog.logs import configure
 from watchdog.ops.notify import Notifier as Webhooks
@@ -382,7 +383,9 @@ def run_daemon(obj: Context, overrides: dict[str, Any]) -> int:
 
     watchdog = Watchdog(config, journal, docker_client)
     watchdog_ref[0] = watchdog
-    journal.record("daemon-start", f"gpu-watchdog {__version__} started (dry-run {config.dry_run})", ts=time.time())
+    journal.record(
+        EntryKind.DAEMON_START, f"gpu-watchdog {__version__} started (dry-run {config.dry_run})", ts=time.time()
+    )
     watchdog.reconcile()
     watchdog.start_events()
     watchdog.start_gpu()
@@ -429,7 +432,7 @@ def run_daemon(obj: Context, overrides: dict[str, Any]) -> int:
         if webhooks is not None:
             webhooks.stop()  # what is queued gets a few seconds
             journal.unsubscribe(webhooks.observe)
-        journal.record("daemon-stop", "gpu-watchdog stopped", ts=time.time())
+        journal.record(EntryKind.DAEMON_STOP, "gpu-watchdog stopped", ts=time.time())
         journal.close()
         lock.release()
     logger.info("stopped")

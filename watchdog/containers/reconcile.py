@@ -12,6 +12,7 @@ from loguru import logger
 
 from watchdog.containers.engine import DockerProbe, EngineUnavailable
 from watchdog.containers.own_actions import OwnActionWindows
+from watchdog.entries import EntryKind
 from watchdog.journal import Journal
 
 
@@ -37,7 +38,7 @@ def reconcile_unfinished(
             outcome = "interrupted (reconciled at start-up; counts toward the breaker, not repeated blindly)"
         journal.finish_action(action.id, outcome, ts=now)
         journal.record(
-            "reconciled",
+            EntryKind.RECONCILED,
             f"{action.kind} of {action.container} started {now - action.started_at:.1f} s ago: {outcome}",
             ts=now,
             container=action.container,

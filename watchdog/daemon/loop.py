@@ -37,7 +37,10 @@ from watchdog.containers.own_actions import OwnActionWindows
 from watchdog.containers.plan import Capacity, plan
 from watchdog.containers.reconcile import reconcile_unfinished
 from watchdog.containers.restart import ActionFailed, EngineUnreachable, restart_container
-from watchdog.gpu.supervisor import GpuCycle, GpuSupervisor
+from watchdog.entries import ActionKind, EntryKind, restart_outcome
+from watchdog.entries import verdict as verdict_entry
+from watchdog.gpu.findings import GpuFindings
+from watchdog.gpu.supervisor import GpuSupervisor
 from watchdog.journal import Journal
 from watchdog.model import (
     NOT_SENT,
@@ -56,11 +59,11 @@ from watchdog.model import (
 )
 from watchdog.ops.metrics import Metrics
 from watchdog.ops.status import STATUS_FILE, daemon_view
-from watchdog.router.memory_limits import MemoryLimitSync
+from watchdog.router.limit_watch import MemoryLimitWatch
 from watchdog.router.sync import PROXY_HEALTH_PATH, PROXY_TARGET, RouterSync
+from watchdog.subsystem import CycleView, Services, Subsystem
 
 EVENT_REPLAY_DEFAULT = 600.0  # seconds of engine events replayed on a first start
-LIMITS_RESYNC = 60.0  # s between memory-limit passes when nothing about the limits changed
 
 
 @dataclass
@@ -130,16 +133,10 @@ class Watchdog:
         self.last_cycle_at: float | None = None
         self.state_dir: Path = journal.path.parent
         self.metrics = Metrics()
-        self.gpu = GpuSupervisor(config, journal, self.client, self.executor, self.own, self.wake.set, clock, nvml)
-        self.memory_limits = MemoryLimitSync(
-            self.client, journal, lambda: self.config.capacity, dry_run=lambda: self.config.dry_run
-        )
-        # Its own thread: reading usage (docker stats) can take a second per container.
-        self._limits_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="limits")
-        self._limits_job: Future[object] | None = None
-        self._limits_signature: object = None
-        self._limits_synced_at = 0.0
-        self.router = RouterSync(config, journal, self.client, self.executor, self.own, clock)
+        self.services = Services(journal, self.client, self.executor, self.own, clock, self.wake.set)
+        self.gpu = GpuSupervisor(config, self.services, nvml)
+        self.memory_limits = MemoryLimitWatch(config, self.services)
+        self.router = RouterSync(config, self.services)
         self._load_memory()
 
     # -- start-up ------------------------------------------------------------
@@ -203,8 +200,12 @@ class Watchdog:
         )
         self.prober.timeout = config.probe_timeout
         self.prober.min_interval = config.poll_interval
-        self.gpu.apply_config(self.config)
-        self.router.apply_config(self.config)
+        for subsystem in self._subsystems():
+            subsystem.apply_config(self.config)
+
+    def _subsystems(self) -> tuple[Subsystem, ...]:
+        """Every subsystem the loop drives, in cycle order."""
+        return (self.gpu, self.router, self.memory_limits)
 
     # -- callbacks from other threads ---------------------------------------
 
@@ -249,7 +250,7 @@ class Watchdog:
             if event.action == "stop":
                 self.journal.mark_stop(event.container_id, name, ts=event.at)
                 self.journal.record(
-                    "manual-stop",
+                    EntryKind.MANUAL_STOP,
                     "stopped by an operator (engine stop event): left stopped until someone starts it",
                     ts=event.at,
                     container=name,
@@ -317,7 +318,7 @@ class Watchdog:
         self._reload_external_changes(containers)
         self.prober.set_targets(self._probe_targets(containers))
         histories = self.prober.histories()
-        gpu = self.gpu.cycle(containers, now)
+        gpu = self.gpu.cycle(CycleView(tuple(containers), histories), now)
         restarting = {job.container_id for job in self.in_flight.values() if job.outcome is None} | gpu.busy
         diagnosis = diagnose(containers, histories, self.memory, self.config, now, restarting, gpu.vram, gpu.xids)
         self._record_detections(diagnosis, by_id, now)
@@ -336,8 +337,9 @@ class Watchdog:
         }
         decisions = plan(diagnosis.faults, by_id, breakers, set(self.in_flight), capacity, self.config, now, gpu.held)
         self._act(decisions, by_id, now)
-        self.router.cycle(containers, diagnosis, decisions, gpu.held, self.gpu.marks, histories, now)
-        self._sync_memory_limits(containers, now)
+        view = CycleView(tuple(containers), histories, diagnosis, tuple(decisions), gpu)
+        self.router.cycle(view, now)
+        self.memory_limits.cycle(view, now)
         if self.config.litellm.enabled:
             # A backend out of rotation is probed faster: back in rotation the moment it answers.
             out = {c.id for c in containers if c.managed and c.spec and c.spec.model and c.id not in diagnosis.ready}
@@ -353,26 +355,6 @@ class Watchdog:
         self.metrics.cycle_done(result.duration, now, self.cycle_errors)
         return result
 
-    def _sync_memory_limits(self, containers: list[ContainerSnapshot], now: float) -> None:
-        """Off the loop's thread, one pass at a time; the sync never raises.
-
-        A pass inspects the containers whose limits differ from the plan, so it runs when the
-        fleet's limits or states change (an `update` event refreshes the snapshot: drift shows
-        at once), and otherwise once a minute, not every cycle.
-        """
-        if self.config.capacity.memory_limits == "off":
-            return
-        if self._limits_job is not None and not self._limits_job.done():
-            return
-        signature = (
-            self.config.capacity,
-            tuple((c.id, c.state, c.memory_limit, c.memory_swap) for c in containers if c.managed),
-        )
-        if signature == self._limits_signature and now - self._limits_synced_at < LIMITS_RESYNC:
-            return
-        self._limits_signature, self._limits_synced_at = signature, now
-        self._limits_job = self._limits_executor.submit(self.memory_limits.sync, containers, now)
-
     def _engine_down(self, why: str) -> None:
         now = self.clock()
         self.metrics.engine_up.set(0)
@@ -380,7 +362,7 @@ class Watchdog:
             self.engine_up = False
             self.engine_down_since = now
             logger.error("Docker engine unreachable ({}); retrying with backoff, no action until it is back", why)
-            self.journal.record("engine-down", f"Docker engine unreachable: {why}", ts=now)
+            self.journal.record(EntryKind.ENGINE_DOWN, f"Docker engine unreachable: {why}", ts=now)
         else:
             self.engine_backoff = min(self.engine_backoff * 2, 30.0)
 
@@ -394,7 +376,7 @@ class Watchdog:
         self.docker.invalidate()
         logger.info("Docker engine reachable again after {:.1f} s", down_for)
         self.journal.record(
-            "engine-up", f"Docker engine reachable again after {down_for:.1f} s", ts=now, duration=down_for
+            EntryKind.ENGINE_UP, f"Docker engine reachable again after {down_for:.1f} s", ts=now, duration=down_for
         )
 
     def _record_detections(self, diagnosis: Diagnosis, by_id: dict[str, ContainerSnapshot], now: float) -> None:
@@ -409,7 +391,7 @@ class Watchdog:
                 "fault detected: {} {}: {}", fault.container, fault.kind.value, fault.reason
             )
             self.journal.record(
-                "detected",
+                EntryKind.DETECTED,
                 fault.reason,
                 ts=now,
                 container=fault.container,
@@ -423,15 +405,15 @@ class Watchdog:
             if container_id in current:
                 continue
             if container_id in diagnosis.ready:
-                outcome, text = "recovered", f"healthy again after {now - fault.since:.1f} s"
+                outcome, text = EntryKind.RECOVERED, f"healthy again after {now - fault.since:.1f} s"
             elif container_id not in by_id:
-                outcome, text = "cleared", "container removed"
+                outcome, text = EntryKind.CLEARED, "container removed"
             elif container_id in stopped_on_purpose:
-                outcome, text = "cleared", "stopped on purpose"
+                outcome, text = EntryKind.CLEARED, "stopped on purpose"
             else:
                 continue  # restarting or in its start period: not back yet
             del self.active_faults[container_id]
-            if outcome == "recovered":
+            if outcome == EntryKind.RECOVERED:
                 self.metrics.recovered(fault.kind.value, now - fault.since)
             self.last_decision.pop(container_id, None)
             self.dry_run_announced = {k for k in self.dry_run_announced if k[0] != container_id}
@@ -475,7 +457,7 @@ class Watchdog:
                     job.outcome or "call ok",
                 )
             self.journal.record(
-                f"restart-{state.value}",
+                restart_outcome(state.value),
                 f"{name}: {state.value} {now - job.issued_at:.1f} s after the restart was issued",
                 ts=now,
                 container=name,
@@ -501,7 +483,7 @@ class Watchdog:
                         self.dry_run_announced.add(key)
                         log.warning("DRY-RUN: would restart {} ({})", fault.container, decision.reason)
                         self.journal.record(
-                            "dry-run",
+                            EntryKind.DRY_RUN,
                             f"would restart: {decision.reason}",
                             ts=now,
                             container=fault.container,
@@ -527,7 +509,7 @@ class Watchdog:
             if decision.verdict != Verdict.GIVE_UP:
                 log.info("{}: {}: {}", fault.container, decision.verdict.value, decision.reason)
             self.journal.record(
-                decision.verdict.value,
+                verdict_entry(decision.verdict.value),
                 decision.reason,
                 ts=now,
                 container=fault.container,
@@ -540,7 +522,7 @@ class Watchdog:
         fault = decision.fault
         self.own.open(fault.container_id, now)
         action_id = self.journal.begin_action(
-            "restart", fault.container, fault.container_id, fault.kind.value, decision.reason, ts=now
+            ActionKind.RESTART, fault.container, fault.container_id, fault.kind.value, decision.reason, ts=now
         )
         job = InFlight(
             action_id,
@@ -577,7 +559,7 @@ class Watchdog:
         self.own.close(job.container_id, job.issued_at, end)
         self.journal.finish_action(job.action_id, outcome, ts=end)
         self.journal.record(
-            "restart-call",
+            EntryKind.RESTART_CALL,
             f"docker restart {job.container}: {outcome} in {duration:.2f} s",
             ts=end,
             container=job.container,
@@ -600,7 +582,7 @@ class Watchdog:
         diagnosis: Diagnosis,
         decisions: list[Decision],
         histories: Mapping[str, ProbeHistory],
-        gpu: GpuCycle,
+        gpu: GpuFindings,
         now: float,
     ) -> None:
         """The daemon's view for `gpu-watchdog status` (atomic replace, at most once a poll)."""
@@ -669,6 +651,6 @@ class Watchdog:
                     "restart of {} still running at shutdown: it is reconciled at the next start", job.container
                 )
         self.executor.shutdown(wait=False, cancel_futures=True)
-        self._limits_executor.shutdown(wait=False, cancel_futures=True)
+        self.memory_limits.stop()
         self.prober.close()
         self.gpu.stop()

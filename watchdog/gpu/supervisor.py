@@ -14,19 +14,18 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import docker
 from loguru import logger
 
 from watchdog.config import Config
 from watchdog.containers.engine import ENGINE_ERRORS
-from watchdog.containers.own_actions import OwnActionWindows
+from watchdog.entries import ALERT_DRIVER_HUNG, ALERT_GPU_RESET, EntryKind, gpu_mark
 from watchdog.gpu.assignment import GONE, HOST, GpuAssignment, gpu_key, resolve
+from watchdog.gpu.findings import GpuFindings
 from watchdog.gpu.kernel_log import normalise_bus_id, scan_kernel_log
 from watchdog.gpu.marks import (
     GpuCondition,
@@ -43,47 +42,27 @@ from watchdog.gpu.pid_map import owner_of, sees_host_pids
 from watchdog.gpu.reset import ResetFailed, run_reset
 from watchdog.gpu.vram import VramView, vram_views
 from watchdog.gpu.xid import XidTable, classify, default_table, with_overrides
-from watchdog.journal import Journal
 from watchdog.model import ContainerSnapshot, ContainerState, XidEvent
+from watchdog.subsystem import CycleView, Services
 from watchdog.units import format_bytes
 
 XID_HISTORY = 24 * 3600.0  # long enough for the widest escalation window of the shipped table
 XID_HISTORY_MAX = 10_000
 
 
-@dataclass
-class GpuCycle:
-    """What the GPU side contributes to one cycle's diagnosis and plan."""
-
-    vram: dict[str, VramView] | None = None  # None: no verdicts this cycle (off, hung, no reading)
-    xids: dict[str, tuple[float, str]] = field(default_factory=dict)
-    held: dict[str, str] = field(default_factory=dict)
-    busy: set[str] = field(default_factory=set)  # container IDs a GPU reset has stopped
-    view: dict[str, Any] = field(default_factory=dict)  # for status
-
-
 class GpuSupervisor:
     """Owns the GPU threads and the GPU state that lives between cycles."""
 
-    def __init__(
-        self,
-        config: Config,
-        journal: Journal,
-        client: docker.DockerClient,
-        executor: Executor,
-        own: OwnActionWindows,
-        wake: Callable[[], None],
-        clock: Callable[[], float] = time.time,
-        nvml: Any = None,
-    ) -> None:
+    def __init__(self, config: Config, services: Services, nvml: Any = None) -> None:
         self.config = config
-        self.journal = journal
-        self.client = client
-        self.executor = executor
-        self.own = own
-        self._wake = wake
-        self.clock = clock
+        self.journal = services.journal
+        self.client = services.client
+        self.executor = services.executor
+        self.own = services.own
+        self._wake = services.wake
+        self.clock = services.clock
         self._nvml = nvml
+        journal = services.journal
         self.table: XidTable = with_overrides(default_table(), config.gpu.xid_overrides, "gpu.xid_overrides")
         self.monitor: GpuMonitor | None = None
         self.watcher: Any = None
@@ -182,23 +161,24 @@ class GpuSupervisor:
 
     # -- the cycle -----------------------------------------------------------
 
-    def cycle(self, containers: Sequence[ContainerSnapshot], now: float) -> GpuCycle:
-        result = self._judge(containers, now)
+    def cycle(self, view: CycleView, now: float) -> GpuFindings:
+        result = self._judge(view.containers, now)
         # Marks hold their containers on every path, also while the driver hangs.
         result.held = held_containers(self.assignments, self.marks)
         result.busy = self._busy()
+        result.marks = dict(self.marks)
         return result
 
-    def _judge(self, containers: Sequence[ContainerSnapshot], now: float) -> GpuCycle:
+    def _judge(self, containers: Sequence[ContainerSnapshot], now: float) -> GpuFindings:
         if self.monitor is None:
-            return GpuCycle(view={"nvml": "off", "detail": "gpu.enabled is false", "gpus": []})
+            return GpuFindings(view={"nvml": "off", "detail": "gpu.enabled is false", "gpus": []})
         reading = self.monitor.latest()
         if reading is None:
-            return GpuCycle(view={"nvml": "starting", "detail": "no reading yet", "gpus": []})
+            return GpuFindings(view={"nvml": "starting", "detail": "no reading yet", "gpus": []})
         self._say_state(reading, now)
         if reading.state != NvmlState.OK:
             # GPU-driven actions stop until the driver answers again.
-            return GpuCycle(view=self._status_view(reading, containers, {}, []))
+            return GpuFindings(view=self._status_view(reading, containers, {}, []))
         gpus = reading.gpus
         self.assignments = {c.id: resolve(c.gpus, gpus) for c in containers if c.managed and c.gpus}
         for gpu in gpus:
@@ -216,7 +196,7 @@ class GpuSupervisor:
             containers, gpus, self.assignments, owners, self.config.gpu.zero_vram_threshold, unusable(self.marks)
         )
         view = self._status_view(reading, containers, vram, self._orphan_rows)
-        return GpuCycle(vram=vram, xids=dict(self.xid_requests), view=view)
+        return GpuFindings(vram=vram, xids=dict(self.xid_requests), view=view)
 
     def _busy(self) -> set[str]:
         with self._reset_lock:
@@ -230,15 +210,15 @@ class GpuSupervisor:
         if state == NvmlState.HUNG:
             text = f"NVIDIA driver hung: {reading.detail}; GPU actions paused, container healing goes on"
             logger.critical(text)
-            self.journal.record("alert", text, ts=now, fault="driver-hung")
+            self.journal.record(EntryKind.ALERT, text, ts=now, fault=ALERT_DRIVER_HUNG)
         elif state == NvmlState.NO_DRIVER:
             logger.info("no NVIDIA driver ({}): GPU checks off", reading.detail)
         elif state == NvmlState.ERROR:
             logger.error("NVML error: {}; GPU actions paused until it reads again", reading.detail)
-            self.journal.record("gpu-error", f"NVML error: {reading.detail}", ts=now)
+            self.journal.record(EntryKind.GPU_ERROR, f"NVML error: {reading.detail}", ts=now)
         elif previous == NvmlState.HUNG:
             logger.warning("NVIDIA driver answers again: GPU checks resume")
-            self.journal.record("driver-recovered", "NVML answers again: GPU checks resume", ts=now)
+            self.journal.record(EntryKind.DRIVER_RECOVERED, "NVML answers again: GPU checks resume", ts=now)
         elif previous in (None, NvmlState.NO_DRIVER):
             logger.info("NVML: driver {}, {} GPU(s)", reading.driver_version or "?", len(reading.gpus))
 
@@ -301,7 +281,7 @@ class GpuSupervisor:
                 now,
             )
             self.journal.record(
-                "xid",
+                EntryKind.XID,
                 verdict.reason,
                 ts=event.at,
                 gpus=(event.gpu_uuid,) if event.gpu_uuid else (),
@@ -321,7 +301,7 @@ class GpuSupervisor:
             self.marks[key] = response.mark
             self.journal.mark_gpu(response.mark)
             self.journal.record(
-                f"gpu-{response.mark.condition.value}", response.mark.reason, ts=now, gpus=(key,), fault=fault
+                gpu_mark(response.mark.condition.value), response.mark.reason, ts=now, gpus=(key,), fault=fault
             )
         said = (key, topic)
         if response.alert is not None and (response.mark is not None or said not in self._alerted):
@@ -329,7 +309,7 @@ class GpuSupervisor:
             logger.bind(gpu=key).critical("ALERT: {}", response.alert)
             # `marked`: the alert that goes with a mark (notifications say the mark once, not twice)
             marked = {"marked": response.mark.condition.value} if response.mark is not None else None
-            self.journal.record("alert", response.alert, ts=now, gpus=(key,), fault=fault, detail=marked)
+            self.journal.record(EntryKind.ALERT, response.alert, ts=now, gpus=(key,), fault=fault, detail=marked)
         if response.reset and response.mark is not None:
             self._start_reset(key, now)
 
@@ -384,7 +364,9 @@ class GpuSupervisor:
                 except OSError as exc:
                     killed = f" (kill failed: {exc.strerror})"
             logger.bind(gpu=gpu_key(gpu), pid=process.pid).warning(text + killed)
-            self.journal.record("orphan", text + killed, ts=now, gpus=(gpu_key(gpu),), detail={"pid": process.pid})
+            self.journal.record(
+                EntryKind.ORPHAN, text + killed, ts=now, gpus=(gpu_key(gpu),), detail={"pid": process.pid}
+            )
         return found
 
     def _running_container_ids(self) -> set[str] | None:
@@ -402,7 +384,7 @@ class GpuSupervisor:
         for container_id in ids:
             self.own.open(container_id, now)
         self.journal.record(
-            "gpu-reset", f"resetting GPU {uuid}: stopping {len(ids)} container(s)", ts=now, gpus=(uuid,)
+            EntryKind.GPU_RESET, f"resetting GPU {uuid}: stopping {len(ids)} container(s)", ts=now, gpus=(uuid,)
         )
         self.executor.submit(self._run_reset, uuid, ids, now)
 
@@ -432,13 +414,15 @@ class GpuSupervisor:
             self.journal.release_gpu(uuid)
             self.marks.pop(uuid, None)
             logger.bind(gpu=uuid).warning(outcome)
-            self.journal.record("gpu-reset-ok", outcome, ts=end, gpus=(uuid,))
+            self.journal.record(EntryKind.GPU_RESET_OK, outcome, ts=end, gpus=(uuid,))
         else:
             mark = GpuMark(uuid, None, GpuCondition.QUARANTINED, outcome, end)
             self.marks[uuid] = mark
             self.journal.mark_gpu(mark)
             logger.bind(gpu=uuid).critical("ALERT: {}; GPU quarantined", outcome)
-            self.journal.record("alert", outcome + "; GPU quarantined", ts=end, gpus=(uuid,), fault="gpu-reset")
+            self.journal.record(
+                EntryKind.ALERT, outcome + "; GPU quarantined", ts=end, gpus=(uuid,), fault=ALERT_GPU_RESET
+            )
         with self._reset_lock:
             self.resetting.pop(uuid, None)
         self._wake()

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from watchdog.entries import ALERT_DRIVER_HUNG, ALERT_GPU_RESET, GPU_MARK_KINDS, EntryKind
+
 # Event kinds an operator can filter on (a target's `events:`), in the order the README lists them.
 NOTIFY_EVENTS = (
     "fault",  # journal "detected": a managed container failed
@@ -69,31 +71,31 @@ def notice_from_entry(entry: Mapping[str, Any], host: str) -> Notice | None:
     def notice(event: str, title: str, text: str, severity: str) -> Notice:
         return Notice(event, title, text, severity, ts, host, container, gpu, fault)
 
-    if kind == "detected":
+    if kind == EntryKind.DETECTED:
         return notice("fault", f"FAULT {container}: {fault}", reason, "warning")
-    if kind == "recovered":
+    if kind == EntryKind.RECOVERED:
         duration = entry.get("duration")
         after = f" after {float(duration):.1f} s" if isinstance(duration, (int, float)) else ""
         return notice("recovered", f"RECOVERED {container} ({fault}){after}", reason, "good")
-    if kind == "give-up":
+    if kind == EntryKind.GIVE_UP:
         return notice(
             "given-up",
             f"GAVE UP on {container}: crash loop",
             f"{reason}. Fix it, then `gpu-watchdog reset {container}`",
             "critical",
         )
-    if kind in ("gpu-quarantined", "gpu-drained", "gpu-resetting"):
+    if kind in GPU_MARK_KINDS:
         condition = kind.removeprefix("gpu-")
         fix = "" if condition == "resetting" else f"; once fixed: `gpu-watchdog gpu release {gpu}`"
         return notice("gpu-quarantined", f"GPU {gpu} {condition}", reason + fix, "critical")
-    if kind == "gpu-reset-ok":
+    if kind == EntryKind.GPU_RESET_OK:
         return notice("gpu-recovered", f"GPU {gpu} reset and back in service", reason, "good")
-    if kind == "driver-recovered":
+    if kind == EntryKind.DRIVER_RECOVERED:
         return notice("driver-recovered", "NVIDIA driver answers again", reason, "good")
-    if kind == "alert":
-        if fault == "driver-hung":
+    if kind == EntryKind.ALERT:
+        if fault == ALERT_DRIVER_HUNG:
             return notice("driver-hung", "NVIDIA driver hung", reason, "critical")
-        if fault == "gpu-reset":
+        if fault == ALERT_GPU_RESET:
             return notice("gpu-quarantined", f"GPU {gpu} quarantined (reset failed)", reason, "critical")
         if detail and detail.get("marked"):
             return None  # said with the mark itself (the gpu-<condition> entry just before it)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from watchdog.entries import EntryKind
 from watchdog.journal import Journal
 
 
@@ -22,7 +23,7 @@ def reset_container(journal: Journal, name: str, managed: Sequence[str] | None, 
     journal.reset_breaker(name, ts=now)
     cleared = journal.clear_stops_named(name)
     journal.record(
-        "reset",
+        EntryKind.RESET,
         f"breaker re-armed by {via}{'; deliberate-stop mark cleared' if cleared else ''}",
         ts=now,
         container=name,
@@ -40,7 +41,7 @@ def release_gpu(journal: Journal, uuid: str, via: str, now: float) -> str:
     mark = marks[match[0]]
     journal.release_gpu(match[0])
     journal.record(
-        "gpu-released",
+        EntryKind.GPU_RELEASED,
         f"released by {via} (was {mark.condition.value}: {mark.reason})",
         ts=now,
         gpus=(match[0],),

@@ -16,6 +16,7 @@ from typing import Any
 from watchdog.config import Config
 from watchdog.containers.breaker import BreakerState, evaluate
 from watchdog.containers.diagnose import ProbeHistory
+from watchdog.entries import ActionKind, EntryKind
 from watchdog.journal import Journal
 from watchdog.model import ContainerSnapshot, Decision, Diagnosis, ProbeStatus
 
@@ -95,9 +96,11 @@ def build_status(
     rows = []
     shown = [c for c in containers if c.spec is not None or c.problems or c.is_self]  # not the opted-out
     for c in sorted(shown, key=lambda c: (-(c.spec.priority if c.spec else 0), c.name)):
-        last_fault = journal.last_entry(c.name, "detected")
+        last_fault = journal.last_entry(c.name, EntryKind.DETECTED)
         restarts = [
-            a for a in journal.actions(since=now - 3600, container=c.name) if a.kind == "restart" and not a.dry_run
+            a
+            for a in journal.actions(since=now - 3600, container=c.name)
+            if a.kind == ActionKind.RESTART and not a.dry_run
         ]
         history = journal.breaker_history(c.name, since=now - config.breaker.window - config.breaker.cooldown)
         verdict = evaluate(history, config.breaker, now, c.spec.max_restarts if c.spec else None)

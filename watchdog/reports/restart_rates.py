@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from watchdog.entries import ActionKind, EntryKind
 from watchdog.model import NOT_SENT
 
 if TYPE_CHECKING:  # the journal is I/O; the report only reads its rows
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # the journal is I/O; the report only reads its rows
 
 HOUR = 3600.0
 INSTABILITY_PER_HOUR = 5  # seed 001: alert above 5 restarts per hour
-END_KINDS = ("recovered", "cleared")
+END_KINDS = (EntryKind.RECOVERED, EntryKind.CLEARED)
 FORMATS = ("table", "json", "csv", "markdown")  # html: watchdog.reports.html (needs the timeline)
 
 
@@ -77,7 +78,7 @@ class Report:
 
 def is_restart(action: ActionRow) -> bool:
     """A restart that reached the engine: not a dry run, not a call that never got there (engine unreachable)."""
-    return action.kind == "restart" and not action.dry_run and not (action.outcome or "").startswith(NOT_SENT)
+    return action.kind == ActionKind.RESTART and not action.dry_run and not (action.outcome or "").startswith(NOT_SENT)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -107,7 +108,7 @@ def downtime(entries: Sequence[Mapping[str, Any]], window: Window) -> dict[str, 
         name = entry.get("container")
         if not name:
             continue
-        if entry["kind"] == "detected" and name not in open_since:
+        if entry["kind"] == EntryKind.DETECTED and name not in open_since:
             open_since[name] = entry["ts"]
         elif entry["kind"] in END_KINDS and name in open_since:
             down[name] += _overlap(open_since.pop(name), entry["ts"], window)
@@ -171,7 +172,9 @@ def _row(
     down: float | None,
     gpus: list[str],
 ) -> Row:
-    recoveries = [float(e["duration"]) for e in events if e["kind"] == "recovered" and e.get("duration") is not None]
+    recoveries = [
+        float(e["duration"]) for e in events if e["kind"] == EntryKind.RECOVERED and e.get("duration") is not None
+    ]
     peak = peak_in_an_hour([a.started_at for a in restarts])
     return Row(
         name=name,
@@ -180,11 +183,11 @@ def _row(
         peak_restarts_in_an_hour=peak,
         unstable=peak > threshold,
         by_cause=dict(sorted(Counter(a.fault or "unknown" for a in restarts).items())),
-        faults=sum(1 for e in events if e["kind"] == "detected"),
+        faults=sum(1 for e in events if e["kind"] == EntryKind.DETECTED),
         recovery_p50_s=_round(percentile(recoveries, 0.5)),
         recovery_p95_s=_round(percentile(recoveries, 0.95)),
         availability_pct=None if down is None else round(100.0 * (1 - down / window.seconds), 3),
-        breaker_trips=sum(1 for e in events if e["kind"] == "give-up"),
+        breaker_trips=sum(1 for e in events if e["kind"] == EntryKind.GIVE_UP),
         gpus=gpus,
     )
 

@@ -13,13 +13,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from watchdog.entries import ALERT_DRIVER_HUNG, GPU_MARK_KINDS, ActionKind, EntryKind
 from watchdog.reports.restart_rates import END_KINDS, Window, gpu_order, is_restart
 
 if TYPE_CHECKING:  # the journal is I/O; the timeline only reads its rows
     from watchdog.journal import ActionRow
 
 HOST_LANE = "host"
-HOST_KINDS = frozenset({"alert", "engine-down", "engine-up", "driver-recovered", "gpu-error"})
+HOST_KINDS = frozenset(
+    {EntryKind.ALERT, EntryKind.ENGINE_DOWN, EntryKind.ENGINE_UP, EntryKind.DRIVER_RECOVERED, EntryKind.GPU_ERROR}
+)
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ def build_timeline(entries: Iterable[Mapping[str, Any]], actions: Iterable[Actio
     for episode in _episodes(ordered, window):
         container_lane(episode.container).episodes.append(episode)
     for action in actions:
-        if action.kind != "restart" or not window.start <= action.started_at <= window.end:
+        if action.kind != ActionKind.RESTART or not window.start <= action.started_at <= window.end:
             continue
         if not action.dry_run and not is_restart(action):
             continue  # never reached the engine
@@ -88,7 +91,7 @@ def build_timeline(entries: Iterable[Mapping[str, Any]], actions: Iterable[Actio
         if not window.start <= entry["ts"] <= window.end:
             continue
         kind, name = entry["kind"], entry.get("container")
-        if name and kind == "give-up":
+        if name and kind == EntryKind.GIVE_UP:
             container_lane(name).marks.append(Mark(entry["ts"], "give-up", f"gave up: {entry.get('reason') or ''}"))
         elif not name and entry.get("gpu") and _gpu_mark_kind(kind):
             for ref in str(entry["gpu"]).split(","):
@@ -120,7 +123,7 @@ def _episodes(ordered: Sequence[Mapping[str, Any]], window: Window) -> list[Epis
         name = entry.get("container")
         if not name:
             continue
-        if entry["kind"] == "detected" and name not in open_at:
+        if entry["kind"] == EntryKind.DETECTED and name not in open_at:
             open_at[name] = entry
         elif entry["kind"] in END_KINDS and name in open_at:
             start = open_at.pop(name)
@@ -135,20 +138,20 @@ def _episodes(ordered: Sequence[Mapping[str, Any]], window: Window) -> list[Epis
 
 
 def _gpu_mark_kind(kind: str) -> str:
-    if kind == "xid":
+    if kind == EntryKind.XID:
         return "xid"
-    if kind in ("gpu-reset", "gpu-reset-ok", "gpu-released"):
+    if kind in (EntryKind.GPU_RESET, EntryKind.GPU_RESET_OK, EntryKind.GPU_RELEASED):
         return "gpu-reset"
-    if kind == "alert":
+    if kind == EntryKind.ALERT:
         return "alert"
-    if kind.startswith("gpu-") and kind != "gpu-error":
-        return "gpu-mark"  # gpu-quarantined, gpu-draining, ...
+    if kind in GPU_MARK_KINDS:
+        return "gpu-mark"  # gpu-quarantined, gpu-drained, gpu-resetting
     return ""
 
 
 def _host_mark_kind(kind: str, entry: Mapping[str, Any]) -> str:
     if kind.startswith("engine-"):
         return "engine"
-    if kind == "driver-recovered" or entry.get("fault") == "driver-hung" or kind == "gpu-error":
+    if kind in (EntryKind.DRIVER_RECOVERED, EntryKind.GPU_ERROR) or entry.get("fault") == ALERT_DRIVER_HUNG:
         return "driver"
     return "alert"

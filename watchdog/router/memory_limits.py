@@ -27,6 +27,7 @@ from loguru import logger
 
 from watchdog.containers.engine import ENGINE_ERRORS
 from watchdog.containers.restart import ActionFailed
+from watchdog.entries import EntryKind
 from watchdog.files import write_if_changed
 from watchdog.journal import Journal
 from watchdog.model import ContainerSnapshot, ContainerState
@@ -34,12 +35,6 @@ from watchdog.router.capacity import MIB, CapacityPolicy, RoleMemory
 from watchdog.units import format_bytes
 
 META_KEY = "memory_limits_applied"  # journal meta: JSON {name: {"id", "mem", "swap"}} of what the watchdog set
-KIND_REPORT = "memory-limit"  # report mode (and dry run): a container whose limits differ; fault = LimitKind
-KIND_APPLIED = "memory-limit-applied"
-KIND_DRIFT = "memory-limit-drift"  # changed by hand after the watchdog set it; set back
-KIND_BLOCKED = "memory-limit-blocked"
-KIND_FAILED = "memory-limit-failed"
-KIND_OVERRIDE = "memory-limit-override"  # the compose override file was (re)written
 RETRY_AFTER = 300.0  # s before a refused `docker update` is tried again
 USAGE_MAX_AGE = 30.0  # s a usage reading is reused in report mode (nothing is applied there)
 T = TypeVar("T")
@@ -480,7 +475,7 @@ class MemoryLimitSync:
     def _key(action: LimitAction, enforce: bool) -> tuple[Any, ...]:
         return (action.container, action.container_id, enforce, action.kind, action.current, action.planned)
 
-    def _journal_once(self, action: LimitAction, enforce: bool, kind: str, text: str, now: float) -> bool:
+    def _journal_once(self, action: LimitAction, enforce: bool, kind: EntryKind, text: str, now: float) -> bool:
         """Journal a problem the first time this run sees it; True when it was new."""
         key = self._key(action, enforce)
         if key in self._open:
@@ -489,7 +484,7 @@ class MemoryLimitSync:
         self._record(kind, action, text, now, "enforce" if enforce else "report")
         return True
 
-    def _record(self, kind: str, action: LimitAction, text: str, now: float, mode: str) -> None:
+    def _record(self, kind: EntryKind, action: LimitAction, text: str, now: float, mode: str) -> None:
         self.journal.record(
             kind,
             text,
@@ -502,7 +497,7 @@ class MemoryLimitSync:
 
     def _report(self, action: LimitAction, now: float) -> SyncResult:
         text = f"dry run: {action.reason}" if self._dry_run() else action.reason
-        if self._journal_once(action, False, KIND_REPORT, text, now):
+        if self._journal_once(action, False, EntryKind.MEMORY_LIMIT, text, now):
             log = logger.bind(container=action.container, memory_limit=action.kind.value)
             (log.info if action.kind == LimitKind.NOT_APPLIED else log.warning)("memory limits: {}", text)
         outcome = Outcome.BLOCKED if action.kind == LimitKind.BLOCKED else Outcome.REPORTED
@@ -511,7 +506,7 @@ class MemoryLimitSync:
     def _enforce(self, action: LimitAction, containers: Sequence[ContainerSnapshot], now: float) -> SyncResult:
         """`docker update` to the plan, unless blocked or waiting after a refusal."""
         if action.kind == LimitKind.BLOCKED:
-            if self._journal_once(action, True, KIND_BLOCKED, action.reason, now):
+            if self._journal_once(action, True, EntryKind.MEMORY_LIMIT_BLOCKED, action.reason, now):
                 logger.bind(container=action.container, memory_limit="blocked").warning(
                     "memory limits: {}", action.reason
                 )
@@ -533,13 +528,13 @@ class MemoryLimitSync:
 
     def _done(self, action: LimitAction, warnings: tuple[str, ...], now: float) -> SyncResult:
         if action.kind == LimitKind.DRIFT:
-            kind, outcome = KIND_DRIFT, Outcome.CORRECTED
+            kind, outcome = EntryKind.MEMORY_LIMIT_DRIFT, Outcome.CORRECTED
             text = (
                 f"{action.container}: memory limit changed by hand to {format_limits(action.current)}; "
                 f"set back to {format_limits(action.planned)} (role {action.role})"
             )
         else:
-            kind, outcome = KIND_APPLIED, Outcome.APPLIED
+            kind, outcome = EntryKind.MEMORY_LIMIT_APPLIED, Outcome.APPLIED
             text = (
                 f"{action.container}: memory limit set to {format_limits(action.planned)} "
                 f"(was {format_limits(action.current)}, role {action.role})"
@@ -559,7 +554,7 @@ class MemoryLimitSync:
             f"tried again in {self.retry_after:.0f} s; fix: {update_command(action.container, action.planned)} "
             f"by hand, or change capacity.memory.{action.role}"
         )
-        if self._journal_once(action, True, KIND_FAILED, text, now):
+        if self._journal_once(action, True, EntryKind.MEMORY_LIMIT_FAILED, text, now):
             logger.bind(container=action.container, memory_limit=action.kind.value).error("memory limits: {}", text)
         return SyncResult(action, Outcome.FAILED, text)
 
@@ -588,4 +583,6 @@ class MemoryLimitSync:
         self._override, self._override_error = (str(path), text), None
         if written:
             logger.info("memory limits: compose override {} written", path)
-            self.journal.record(KIND_OVERRIDE, f"compose override {path} written", ts=now, detail={"path": str(path)})
+            self.journal.record(
+                EntryKind.MEMORY_LIMIT_OVERRIDE, f"compose override {path} written", ts=now, detail={"path": str(path)}
+            )

@@ -11,22 +11,20 @@ import json
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import docker
 import httpx
 from loguru import logger
 
 from watchdog.config import Config
 from watchdog.containers.diagnose import ProbeHistory
 from watchdog.containers.host import mem_total
-from watchdog.containers.own_actions import OwnActionWindows
+from watchdog.entries import EntryKind
 from watchdog.files import write_atomic, write_if_changed
 from watchdog.gpu.marks import GpuMark
-from watchdog.journal import Journal
 from watchdog.model import ContainerSnapshot, ContainerState, Decision, Diagnosis, NoteKind, ProbeStatus
 from watchdog.model import Verdict as HealVerdict
 from watchdog.router.capacity import CapacityPlan, CapacityPolicy, Verdict, plan_capacity, planned_members
@@ -47,6 +45,7 @@ from watchdog.router.litellm_config import (
     router_deployments,
     unreachable,
 )
+from watchdog.subsystem import CycleView, Services
 
 PROXY_TARGET = "litellm-proxy"  # the prober's key for the proxy's liveness endpoint
 PROXY_HEALTH_PATH = "/health/liveliness"
@@ -120,22 +119,13 @@ class ProxyRestart:
 class RouterSync:
     """One per daemon. `cycle()` after each diagnosis; `view()` for status."""
 
-    def __init__(
-        self,
-        config: Config,
-        journal: Journal,
-        client: docker.DockerClient,
-        executor: Executor,
-        own: OwnActionWindows,
-        clock: Callable[[], float] = time.time,
-        host_total: Callable[[], int | None] = mem_total,
-    ) -> None:
+    def __init__(self, config: Config, services: Services, host_total: Callable[[], int | None] = mem_total) -> None:
         self.config = config
-        self.journal = journal
-        self.client = client
-        self.executor = executor
-        self.own = own
-        self.clock = clock
+        self.journal = services.journal
+        self.client = services.client
+        self.executor = services.executor
+        self.own = services.own
+        self.clock = services.clock
         self.host_total = host_total()
         self.plan: CapacityPlan | None = None
         self._plan_key: tuple[Any, ...] | None = None
@@ -174,17 +164,10 @@ class RouterSync:
 
     # -- the cycle -------------------------------------------------------------
 
-    def cycle(
-        self,
-        containers: Sequence[ContainerSnapshot],
-        diagnosis: Diagnosis,
-        decisions: Sequence[Decision],
-        held: Mapping[str, str],
-        marks: Mapping[str, GpuMark],
-        histories: Mapping[str, ProbeHistory],
-        now: float,
-    ) -> None:
+    def cycle(self, view: CycleView, now: float) -> None:
         """Never raises: the router must not stop the healing."""
+        containers, diagnosis, decisions, histories = view.containers, view.diagnosis, view.decisions, view.histories
+        held, marks = view.gpu.held, view.gpu.marks
         try:
             stopped = {n.container_id for n in diagnosis.notes if n.kind == NoteKind.DELIBERATE_STOP}
             given_up = given_up_names(decisions)
@@ -207,7 +190,7 @@ class RouterSync:
             self.errors += 1
             logger.exception("router sync failed ({} so far): {}", self.errors, exc)
 
-    def _say(self, topic: str, message: str, level: str = "ERROR", journal_kind: str | None = None) -> None:
+    def _say(self, topic: str, message: str, level: str = "ERROR", journal_kind: EntryKind | None = None) -> None:
         """Log (and journal) a problem once until it changes or clears."""
         if self._said.get(topic) == message:
             return
@@ -243,7 +226,7 @@ class RouterSync:
         if first and plan.verdict == Verdict.OK and plan.memory.fits:
             return  # a healthy start needs no journal line
         self.journal.record(
-            "capacity",
+            EntryKind.CAPACITY,
             text if plan.memory.fits else f"{text}; {plan.memory.text}",
             ts=now,
             detail={"verdict": plan.verdict.value, "serving_gpus": plan.serving_gpus},
@@ -292,7 +275,7 @@ class RouterSync:
                 "rotation-write",
                 f"cannot write the rotation file {self.rotation_path} ({exc.strerror}): the proxy falls back to "
                 f"LiteLLM's own routing after {self.config.litellm.stale_after:g} s; fix litellm.out's directory",
-                journal_kind="router-error",
+                journal_kind=EntryKind.ROUTER_ERROR,
             )
         current = {e.id: e.in_rotation for e in entries}
         for entry in entries:
@@ -302,11 +285,16 @@ class RouterSync:
             log = logger.bind(container=entry.container, deployment=entry.id)
             if entry.in_rotation:
                 log.info("{} back in rotation", entry.id)
-                self.journal.record("rotation-in", f"{entry.id} back in rotation", ts=now, container=entry.container)
+                self.journal.record(
+                    EntryKind.ROTATION_IN, f"{entry.id} back in rotation", ts=now, container=entry.container
+                )
             else:
                 log.warning("{} out of rotation: {}", entry.id, entry.reason)
                 self.journal.record(
-                    "rotation-out", f"{entry.id} out of rotation: {entry.reason}", ts=now, container=entry.container
+                    EntryKind.ROTATION_OUT,
+                    f"{entry.id} out of rotation: {entry.reason}",
+                    ts=now,
+                    container=entry.container,
                 )
         self._rotation = current
         self._rotation_view = {
@@ -341,7 +329,9 @@ class RouterSync:
             self._clear("template", f"litellm template {path} is valid again")
         except TemplateError as exc:
             self._say(
-                "template", f"{exc} (config not re-rendered; the rotation still works)", journal_kind="router-error"
+                "template",
+                f"{exc} (config not re-rendered; the rotation still works)",
+                journal_kind=EntryKind.ROUTER_ERROR,
             )
         except (OSError, UnicodeDecodeError) as exc:
             self._template_key = None
@@ -349,7 +339,7 @@ class RouterSync:
             self._say(
                 "template",
                 f"cannot read litellm template {path} ({why}); set litellm.template (config not re-rendered)",
-                journal_kind="router-error",
+                journal_kind=EntryKind.ROUTER_ERROR,
             )
         return self._template
 
@@ -423,7 +413,7 @@ class RouterSync:
             self._say(
                 "config-write",
                 f"cannot write the LiteLLM config {self.out_path} ({exc.strerror}); fix litellm.out",
-                journal_kind="router-error",
+                journal_kind=EntryKind.ROUTER_ERROR,
             )
             return None
         self._clear("config-write")
@@ -454,7 +444,7 @@ class RouterSync:
                 f"the fleet's deployments changed: restart the LiteLLM proxy to load {self.out_path} "
                 "(or set litellm.proxy_container / litellm.restart_command)",
                 level="WARNING",
-                journal_kind="router-error",
+                journal_kind=EntryKind.ROUTER_ERROR,
             )
             return
         logger.warning("the fleet's deployments changed: restarting the LiteLLM proxy to load {}", self.out_path)
@@ -513,7 +503,7 @@ class RouterSync:
             self._clear("proxy-restart")
             logger.info("LiteLLM proxy restarted with {}: {}", self.out_path, outcome)
             self.journal.record(
-                "proxy-restart", f"LiteLLM proxy restarted: {outcome}", ts=now, duration=now - job.started_at
+                EntryKind.PROXY_RESTART, f"LiteLLM proxy restarted: {outcome}", ts=now, duration=now - job.started_at
             )
             return
         where = self.config.litellm.proxy_container or " ".join(self.config.litellm.restart_command or ())
@@ -522,7 +512,7 @@ class RouterSync:
             "proxy-restart",
             f"LiteLLM proxy restart to load {self.out_path} {outcome}: it may reject the config (see its log: "
             f"{where}); the previous config is {self.out_path}.previous; retrying in {self._restart_backoff:.0f} s",
-            journal_kind="proxy-restart-failed",
+            journal_kind=EntryKind.PROXY_RESTART_FAILED,
         )
         self._restart_backoff = min(self._restart_backoff * 2, RESTART_BACKOFF_MAX)
 
@@ -539,14 +529,14 @@ class RouterSync:
         if up:
             if not first:
                 logger.info("LiteLLM proxy at {} answers again", url)
-                self.journal.record("proxy-up", f"LiteLLM proxy at {url} answers again", ts=now)
+                self.journal.record(EntryKind.PROXY_UP, f"LiteLLM proxy at {url} answers again", ts=now)
             return
         message = (
             f"LiteLLM proxy at {url} is down ({latest.detail}): clients get no answers; the rotation file is "
             "still kept and containers are still healed"
         )
         logger.error(message)
-        self.journal.record("proxy-down", message, ts=now)
+        self.journal.record(EntryKind.PROXY_DOWN, message, ts=now)
 
     def view(self) -> dict[str, Any]:
         """For `gpu-watchdog status`."""
