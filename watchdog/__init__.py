@@ -5,3 +5,5 @@ unrelated filesystem-events library, and this project never depends on it.
 """
 
 __version__ = "0.1.0"
+
+PURE_MODULES: tuple[str, ...] = ("model", "units", "config", "entries", "subsystem")  # no I/O, time passed in (tests/unit/test_purity.py)

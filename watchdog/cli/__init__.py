@@ -2,3 +2,5 @@
 
 Nothing imports this package except `watchdog.__main__`.
 """
+
+PURE_MODULES: tuple[str, ...] = ()  # no I/O, time passed in (tests/unit/test_purity.py)

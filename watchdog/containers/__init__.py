@@ -8,3 +8,5 @@ and remembered events to faults), `plan` (faults and policy to ordered decisions
 `reconcile` (restarts a killed watchdog left in flight). `own_actions` remembers when the
 watchdog itself acted, so its own kill/die/start events are never taken for an operator's.
 """
+
+PURE_MODULES: tuple[str, ...] = ("labels", "diagnose", "plan", "breaker", "own_actions")  # no I/O, time passed in (tests/unit/test_purity.py)

@@ -7,3 +7,5 @@ its verdict), `marks` (quarantine, drain and reset marks, and the response to an
 (is a model still in GPU memory), `assignment` (which GPUs a container uses). Act (I/O): `reset`
 (the opt-in GPU reset). `supervisor` drives the GPU side of each cycle of the loop.
 """
+
+PURE_MODULES: tuple[str, ...] = ("xid", "marks", "vram", "assignment", "findings")  # no I/O, time passed in (tests/unit/test_purity.py)

@@ -6,3 +6,5 @@ Pure: `notices` (which journal entries an operator hears about, and the payloads
 `doctor` (what would stop the watchdog from doing its job), `operator_actions` (reset and release:
 one implementation for the CLI and the HTTP endpoint).
 """
+
+PURE_MODULES: tuple[str, ...] = ("notices",)  # no I/O, time passed in (tests/unit/test_purity.py)

@@ -4,3 +4,5 @@
 `timeline` (what happened when, per lane: the data behind the chart), `html` (one self-contained
 HTML file). The CLI reads the journal and writes the file; these only compute.
 """
+
+PURE_MODULES: tuple[str, ...] = ("restart_rates", "timeline", "html")  # no I/O, time passed in (tests/unit/test_purity.py)

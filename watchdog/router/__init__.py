@@ -5,3 +5,5 @@ Pure: `capacity` (the capacity planner: what the fleet can carry and the limits 
 I/O: `sync` (keeps the plan, the proxy's config, the rotation file and the proxy in step),
 `memory_limits` (sets or reports the containers' memory limits the plan asks for).
 """
+
+PURE_MODULES: tuple[str, ...] = ("capacity", "litellm_config")  # no I/O, time passed in (tests/unit/test_purity.py)
