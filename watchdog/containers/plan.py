@@ -82,6 +82,7 @@ def plan(
             verdict: Verdict,
             reason: str,
             retry_at: float | None = None,
+            *,
             fault: Fault = fault,
             need: int = need,
             stop_timeout: float = stop_timeout,
