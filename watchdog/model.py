@@ -161,11 +161,12 @@ class EngineEvent:
 
 
 @dataclass(frozen=True)
-class ContainerMemory:
-    """What the watchdog remembers of one container between cycles.
+class ContainerHistory:
+    """What the watchdog remembers of one container between cycles: its recent engine events.
 
     Built from engine events (and their replay at start-up); the journal keeps
-    deliberate stops across restarts of the watchdog.
+    deliberate stops across restarts of the watchdog. Not its memory limit (that
+    is `router.memory_limits`).
     """
 
     manual_stop_at: float | None = None

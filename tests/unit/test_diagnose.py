@@ -16,7 +16,7 @@ from watchdog.containers.diagnose import (
     remember_event,
 )
 from watchdog.model import (
-    ContainerMemory,
+    ContainerHistory,
     ContainerSnapshot,
     ContainerSpec,
     ContainerState,
@@ -58,7 +58,7 @@ def running(**kw: object) -> ContainerSnapshot:
 def run(
     container: ContainerSnapshot,
     now: float,
-    memory: ContainerMemory | None = None,
+    memory: ContainerHistory | None = None,
     history: ProbeHistory | None = None,
     restarting: tuple[str, ...] = (),
 ) -> Diagnosis:
@@ -68,7 +68,7 @@ def run(
         {container.id: memory} if memory else {},
         CFG,
         now,
-        restarting,
+        restarting=restarting,
     )
 
 
@@ -92,13 +92,13 @@ F, L, OK = ProbeStatus.FAILED, ProbeStatus.LOADING, ProbeStatus.OK
 
 
 def test_stop_event_means_left_stopped() -> None:
-    memory = ContainerMemory(manual_stop_at=1999.0, last_kill_at=1998.0, last_kill_signal=15, last_die_at=1999.0)
+    memory = ContainerHistory(manual_stop_at=1999.0, last_kill_at=1998.0, last_kill_signal=15, last_die_at=1999.0)
     note = only_note(run(exited(143), now=2010.0, memory=memory))
     assert note.kind == NoteKind.DELIBERATE_STOP
 
 
 def test_docker_kill_without_stop_event_is_a_fault() -> None:
-    memory = ContainerMemory(last_kill_at=1999.9, last_kill_signal=9, last_die_at=2000.0)
+    memory = ContainerHistory(last_kill_at=1999.9, last_kill_signal=9, last_die_at=2000.0)
     fault = only_fault(run(exited(137), now=2000.01, memory=memory))
     assert fault.kind == FaultKind.STOPPED
     assert "docker kill" in fault.reason
@@ -114,21 +114,21 @@ def test_fault_belongs_to_the_container_life_it_was_seen_in() -> None:
 
 
 def test_crash_with_only_a_die_event_is_a_fault_called_a_crash() -> None:
-    fault = only_fault(run(exited(1), now=2005.0, memory=ContainerMemory(last_die_at=2000.0)))
+    fault = only_fault(run(exited(1), now=2005.0, memory=ContainerHistory(last_die_at=2000.0)))
     assert fault.kind == FaultKind.STOPPED
     assert "crash" in fault.reason
     assert "exited with code 1" in fault.reason
 
 
 def test_die_after_sigterm_within_stop_settle_is_settling_with_a_recheck() -> None:
-    memory = ContainerMemory(last_kill_at=1999.9, last_kill_signal=15, last_die_at=2000.0)
+    memory = ContainerHistory(last_kill_at=1999.9, last_kill_signal=15, last_die_at=2000.0)
     d = run(exited(143), now=2000.1, memory=memory)
     assert only_note(d).kind == NoteKind.SETTLING
     assert d.recheck_at == pytest.approx(2000.0 + CFG.stop_settle)
 
 
 def test_die_after_sigterm_past_stop_settle_without_stop_event_is_a_fault() -> None:
-    memory = ContainerMemory(last_kill_at=1999.9, last_kill_signal=15, last_die_at=2000.0)
+    memory = ContainerHistory(last_kill_at=1999.9, last_kill_signal=15, last_die_at=2000.0)
     fault = only_fault(run(exited(143), now=2000.0 + CFG.stop_settle + 0.01, memory=memory))
     assert fault.kind == FaultKind.STOPPED
     assert "signal 15 with no stop event" in fault.reason
@@ -136,7 +136,7 @@ def test_die_after_sigterm_past_stop_settle_without_stop_event_is_a_fault() -> N
 
 def test_stop_mark_older_than_the_last_start_does_not_count() -> None:
     # Stopped on purpose at 500, started again at 1000, crashed at 2000.
-    memory = ContainerMemory(manual_stop_at=500.0, last_die_at=2000.0)
+    memory = ContainerHistory(manual_stop_at=500.0, last_die_at=2000.0)
     fault = only_fault(run(exited(0), now=2005.0, memory=memory))
     assert fault.kind == FaultKind.STOPPED
 
@@ -166,14 +166,14 @@ def test_unclean_exit_while_unobserved_is_a_fault(snapshot: ContainerSnapshot, w
 
 
 def test_heal_requested_after_finish_overrides_a_deliberate_stop() -> None:
-    memory = ContainerMemory(manual_stop_at=1999.0, last_die_at=2000.0, heal_requested_at=2100.0)
+    memory = ContainerHistory(manual_stop_at=1999.0, last_die_at=2000.0, heal_requested_at=2100.0)
     fault = only_fault(run(exited(0), now=2101.0, memory=memory))
     assert fault.kind == FaultKind.STOPPED
     assert "heal requested" in fault.reason
 
 
 def test_heal_requested_before_the_finish_does_not_override_a_later_stop() -> None:
-    memory = ContainerMemory(manual_stop_at=1999.0, last_die_at=2000.0, heal_requested_at=1500.0)
+    memory = ContainerHistory(manual_stop_at=1999.0, last_die_at=2000.0, heal_requested_at=1500.0)
     assert only_note(run(exited(0), now=2101.0, memory=memory)).kind == NoteKind.DELIBERATE_STOP
 
 
@@ -270,7 +270,7 @@ def test_unmanaged_container_gets_neither_fault_nor_note() -> None:
 
 
 def test_container_being_restarted_is_a_restarting_note_not_a_fault() -> None:
-    memory = ContainerMemory(last_kill_at=1999.9, last_kill_signal=9, last_die_at=2000.0)
+    memory = ContainerHistory(last_kill_at=1999.9, last_kill_signal=9, last_die_at=2000.0)
     note = only_note(run(exited(137), now=2001.0, memory=memory, restarting=("c1",)))
     assert note.kind == NoteKind.RESTARTING
 
@@ -286,10 +286,10 @@ def test_recheck_at_is_the_earliest_of_several() -> None:
 
 
 def test_remember_event_folds_kill_die_stop_oom_and_start() -> None:
-    memory = ContainerMemory()
+    memory = ContainerHistory()
     for action, at, signal in [("kill", 1.0, 15), ("die", 2.0, None), ("oom", 2.5, None), ("stop", 3.0, None)]:
         memory = remember_event(memory, EngineEvent(at, "c1", action, "llm", signal=signal))
-    assert memory == ContainerMemory(
+    assert memory == ContainerHistory(
         manual_stop_at=3.0, last_kill_at=1.0, last_kill_signal=15, last_die_at=2.0, last_oom_at=2.5
     )
     restarted = remember_event(memory, EngineEvent(4.0, "c1", "start", "llm"))
@@ -297,7 +297,7 @@ def test_remember_event_folds_kill_die_stop_oom_and_start() -> None:
 
 
 def test_remember_event_ignores_other_actions() -> None:
-    memory = ContainerMemory(last_die_at=2.0)
+    memory = ContainerHistory(last_die_at=2.0)
     assert remember_event(memory, EngineEvent(5.0, "c1", "health_status", "llm")) == memory
 
 

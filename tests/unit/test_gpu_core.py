@@ -9,7 +9,7 @@ import pytest
 
 from watchdog.config import Config, ConfigError, GpuConfig, parse_config
 from watchdog.containers.diagnose import diagnose
-from watchdog.containers.plan import Capacity, plan
+from watchdog.containers.plan import RestartBudget, plan
 from watchdog.gpu.assignment import GONE, HOST, GpuAssignment, resolve
 from watchdog.gpu.marks import (
     GpuCondition,
@@ -242,7 +242,9 @@ def test_an_xid_after_the_container_started_is_a_fault_and_one_before_is_not() -
 def test_plan_holds_faults_of_containers_on_a_marked_gpu() -> None:
     c = container(state=ContainerState.EXITED)
     fault = diagnose([c], {}, {}, Config(), 5000.0).faults
-    decisions = plan(fault, {c.id: c}, {}, set(), Capacity(), Config(), 5000.0, held={CID_A: "GPU 0 is quarantined"})
+    decisions = plan(
+        fault, {c.id: c}, {}, set(), RestartBudget(), config=Config(), now=5000.0, held={CID_A: "GPU 0 is quarantined"}
+    )
     assert [(d.verdict, d.reason) for d in decisions] == [(Verdict.HELD, "not restarted: GPU 0 is quarantined")]
 
 

@@ -11,14 +11,14 @@ from hypothesis import strategies as st
 
 from watchdog.config import Config, RamPreflightConfig
 from watchdog.containers.breaker import BreakerHistory
-from watchdog.containers.plan import DEFAULT_STOP_TIMEOUT, Capacity, plan
+from watchdog.containers.plan import DEFAULT_STOP_TIMEOUT, RestartBudget, plan
 from watchdog.model import ContainerSnapshot, ContainerSpec, ContainerState, Decision, Fault, FaultKind, Verdict
 
 GIB = 1024**3
 NOW = 10_000.0
 CFG = Config()  # 1 slot; RAM: need x 1.1 + 1 GiB
 MANY = replace(CFG, max_concurrent_restarts=10)
-NO_RAM = Capacity(mem_available=None)
+NO_RAM = RestartBudget(mem_available=None)
 
 
 def fault(name: str, priority: int = 0, kind: FaultKind = FaultKind.STOPPED, since: float = 100.0) -> Fault:
@@ -38,12 +38,12 @@ def snap(name: str, model_size: int | None = None, memory_limit: int = 0, **spec
 def decide(
     faults: list[Fault],
     containers: Sequence[ContainerSnapshot] = (),
-    capacity: Capacity = NO_RAM,
+    capacity: RestartBudget = NO_RAM,
     config: Config = CFG,
     breakers: dict[str, BreakerHistory] | None = None,
     in_progress: tuple[str, ...] = (),
 ) -> list[Decision]:
-    return plan(faults, {c.id: c for c in containers}, breakers or {}, in_progress, capacity, config, NOW)
+    return plan(faults, {c.id: c for c in containers}, breakers or {}, in_progress, capacity, config=config, now=NOW)
 
 
 def verdicts(decisions: list[Decision]) -> list[tuple[str, Verdict]]:
@@ -71,9 +71,9 @@ def test_one_slot_restarts_the_first_and_defers_the_rest_naming_the_setting() ->
 
 def test_restarts_in_flight_use_up_slots() -> None:
     two = replace(CFG, max_concurrent_restarts=2)
-    decisions = decide([fault("a"), fault("b")], capacity=Capacity(restarts_in_flight=1), config=two)
+    decisions = decide([fault("a"), fault("b")], capacity=RestartBudget(restarts_in_flight=1), config=two)
     assert verdicts(decisions) == [("a", Verdict.RESTART), ("b", Verdict.DEFER)]
-    full = decide([fault("a")], capacity=Capacity(restarts_in_flight=2), config=two)
+    full = decide([fault("a")], capacity=RestartBudget(restarts_in_flight=2), config=two)
     assert full[0].verdict == Verdict.DEFER
     assert "2 of max_concurrent_restarts=2" in full[0].reason
 
@@ -92,10 +92,10 @@ def required(need: int, config: Config = CFG) -> int:
     ids=["model-size", "memory-limit", "nothing"],
 )
 def test_ram_preflight_need_is_model_size_else_memory_limit(container: ContainerSnapshot, need: int) -> None:
-    enough = decide([fault("a")], [container], Capacity(mem_available=required(need)))
+    enough = decide([fault("a")], [container], RestartBudget(mem_available=required(need)))
     assert enough[0].verdict == Verdict.RESTART
     assert enough[0].ram_needed == need
-    short = decide([fault("a")], [container], Capacity(mem_available=required(need) - 1))
+    short = decide([fault("a")], [container], RestartBudget(mem_available=required(need) - 1))
     assert short[0].verdict == Verdict.DEFER
     assert "MemAvailable" in short[0].reason
 
@@ -103,15 +103,15 @@ def test_ram_preflight_need_is_model_size_else_memory_limit(container: Container
 def test_required_ram_is_need_times_factor_plus_reserve() -> None:
     config = replace(CFG, ram_preflight=RamPreflightConfig(factor=1.5, reserve=2 * GIB))
     container = snap("a", model_size=4 * GIB)
-    assert decide([fault("a")], [container], Capacity(mem_available=8 * GIB), config)[0].verdict == Verdict.RESTART
-    short = decide([fault("a")], [container], Capacity(mem_available=8 * GIB - 1), config)[0]
+    assert decide([fault("a")], [container], RestartBudget(mem_available=8 * GIB), config)[0].verdict == Verdict.RESTART
+    short = decide([fault("a")], [container], RestartBudget(mem_available=8 * GIB - 1), config)[0]
     assert short.verdict == Verdict.DEFER
     assert "8.0 GiB" in short.reason  # 4 GiB x 1.5 + 2 GiB
 
 
 def test_ram_committed_by_earlier_decisions_in_the_same_plan_counts() -> None:
     containers = [snap("a", model_size=4 * GIB), snap("b", model_size=4 * GIB)]
-    capacity = Capacity(mem_available=required(4 * GIB) + 4 * GIB - 1)
+    capacity = RestartBudget(mem_available=required(4 * GIB) + 4 * GIB - 1)
     decisions = decide([fault("a", 2), fault("b", 1)], containers, capacity, MANY)
     assert verdicts(decisions) == [("a", Verdict.RESTART), ("b", Verdict.DEFER)]
     assert "MemAvailable" in decisions[1].reason and "committed" in decisions[1].reason
@@ -119,7 +119,7 @@ def test_ram_committed_by_earlier_decisions_in_the_same_plan_counts() -> None:
 
 def test_ram_committed_to_restarts_in_flight_counts() -> None:
     container = snap("a", model_size=4 * GIB)
-    capacity = Capacity(restarts_in_flight=1, ram_committed=4 * GIB, mem_available=required(4 * GIB) + 4 * GIB - 1)
+    capacity = RestartBudget(restarts_in_flight=1, ram_committed=4 * GIB, mem_available=required(4 * GIB) + 4 * GIB - 1)
     decision = decide([fault("a")], [container], capacity, MANY)[0]
     assert decision.verdict == Verdict.DEFER
     assert "MemAvailable" in decision.reason
@@ -127,19 +127,19 @@ def test_ram_committed_to_restarts_in_flight_counts() -> None:
 
 def test_a_ram_deferral_does_not_take_the_slot_from_a_smaller_container() -> None:
     containers = [snap("big", model_size=64 * GIB), snap("small", model_size=1 * GIB)]
-    decisions = decide([fault("big", 9), fault("small", 1)], containers, Capacity(mem_available=8 * GIB))
+    decisions = decide([fault("big", 9), fault("small", 1)], containers, RestartBudget(mem_available=8 * GIB))
     assert verdicts(decisions) == [("big", Verdict.DEFER), ("small", Verdict.RESTART)]
 
 
 @pytest.mark.parametrize(
     ("config", "capacity"),
     [
-        (replace(CFG, ram_preflight=RamPreflightConfig(enabled=False)), Capacity(mem_available=1)),
-        (CFG, Capacity(mem_available=None)),
+        (replace(CFG, ram_preflight=RamPreflightConfig(enabled=False)), RestartBudget(mem_available=1)),
+        (CFG, RestartBudget(mem_available=None)),
     ],
     ids=["preflight-disabled", "mem-available-unknown"],
 )
-def test_no_ram_deferral_without_preflight(config: Config, capacity: Capacity) -> None:
+def test_no_ram_deferral_without_preflight(config: Config, capacity: RestartBudget) -> None:
     decision = decide([fault("a")], [snap("a", model_size=64 * GIB)], capacity, config)[0]
     assert decision.verdict == Verdict.RESTART
 
@@ -219,7 +219,7 @@ def test_restarts_never_exceed_free_slots_and_every_fault_gets_one_decision(
     in_progress: set[str],
 ) -> None:
     containers = [snap(name, model_size=size or None) for name, size in zip("abcdefgh", sizes, strict=True)]
-    capacity = Capacity(restarts_in_flight=in_flight, ram_committed=committed, mem_available=mem_available)
+    capacity = RestartBudget(restarts_in_flight=in_flight, ram_committed=committed, mem_available=mem_available)
     decisions = decide(
         faults, containers, capacity, replace(CFG, max_concurrent_restarts=slots), None, tuple(in_progress)
     )

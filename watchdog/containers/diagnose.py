@@ -13,7 +13,7 @@ from enum import StrEnum
 from watchdog.config import Config
 from watchdog.gpu.vram import VramView
 from watchdog.model import (
-    ContainerMemory,
+    ContainerHistory,
     ContainerSnapshot,
     ContainerState,
     Diagnosis,
@@ -49,22 +49,22 @@ class Recovery(StrEnum):
     GONE = "gone"
 
 
-def remember_event(memory: ContainerMemory, event: EngineEvent) -> ContainerMemory:
-    """Fold one engine event (not caused by the watchdog itself) into memory."""
+def remember_event(history: ContainerHistory, event: EngineEvent) -> ContainerHistory:
+    """Fold one engine event (not caused by the watchdog itself) into the container's history."""
     action = event.action
     if action == "kill":
-        return replace(memory, last_kill_at=event.at, last_kill_signal=event.signal)
+        return replace(history, last_kill_at=event.at, last_kill_signal=event.signal)
     if action == "die":
-        return replace(memory, last_die_at=event.at)
+        return replace(history, last_die_at=event.at)
     if action == "oom":
-        return replace(memory, last_oom_at=event.at)
+        return replace(history, last_oom_at=event.at)
     if action == "stop":
         # `docker stop` / `docker compose stop`: kill + die + stop. A crash or
         # `docker kill` never emits stop.
-        return replace(memory, manual_stop_at=event.at)
+        return replace(history, manual_stop_at=event.at)
     if action == "start":
-        return replace(memory, manual_stop_at=None)
-    return memory
+        return replace(history, manual_stop_at=None)
+    return history
 
 
 def start_period_of(container: ContainerSnapshot, config: Config) -> float:
@@ -86,39 +86,39 @@ def _describe_exit(container: ContainerSnapshot) -> str:
     return f"exited with code {container.exit_code}"
 
 
-def _stopped(container: ContainerSnapshot, memory: ContainerMemory, config: Config, now: float) -> Fault | Note:
+def _stopped(container: ContainerSnapshot, history: ContainerHistory, config: Config, now: float) -> Fault | Note:
     started = container.started_at or 0.0
     ended = container.finished_at or 0.0
-    if memory.heal_requested_at is not None and memory.heal_requested_at >= ended:
+    if history.heal_requested_at is not None and history.heal_requested_at >= ended:
         return _fault(
             container, FaultKind.STOPPED, ended or now, _describe_exit(container) + " (heal requested by reset)"
         )
-    if memory.manual_stop_at is not None and memory.manual_stop_at >= started:
+    if history.manual_stop_at is not None and history.manual_stop_at >= started:
         return Note(
             container.id,
             NoteKind.DELIBERATE_STOP,
             "stopped by an operator (engine stop event): left stopped until someone starts it",
         )
-    witnessed = memory.last_die_at is not None and memory.last_die_at >= started
+    witnessed = history.last_die_at is not None and history.last_die_at >= started
     if witnessed:
-        assert memory.last_die_at is not None
+        assert history.last_die_at is not None
         politely_signalled = (
-            memory.last_kill_at is not None
-            and memory.last_kill_at >= started
-            and memory.last_kill_signal not in (None, SIGKILL)
+            history.last_kill_at is not None
+            and history.last_kill_at >= started
+            and history.last_kill_signal not in (None, SIGKILL)
         )
-        if politely_signalled and now - memory.last_die_at < config.stop_settle:
+        if politely_signalled and now - history.last_die_at < config.stop_settle:
             return Note(
                 container.id, NoteKind.SETTLING, "died after a stop signal: waiting briefly for the engine's stop event"
             )
         cause = _describe_exit(container)
         if politely_signalled:
-            cause += f" after signal {memory.last_kill_signal} with no stop event (docker kill)"
-        elif memory.last_kill_at is not None and memory.last_kill_at >= started:
+            cause += f" after signal {history.last_kill_signal} with no stop event (docker kill)"
+        elif history.last_kill_at is not None and history.last_kill_at >= started:
             cause += " (docker kill)"
         else:
             cause += " (crash: no stop or kill from the API)"
-        return _fault(container, FaultKind.STOPPED, container.finished_at or memory.last_die_at, cause)
+        return _fault(container, FaultKind.STOPPED, container.finished_at or history.last_die_at, cause)
     if (
         container.exit_code in CLEAN_STOP_EXIT_CODES
         and not container.oom_killed
@@ -156,6 +156,7 @@ def _running(
     history: ProbeHistory | None,
     config: Config,
     now: float,
+    *,
     vram: VramView | None = None,
     xid: tuple[float, str] | None = None,
 ) -> tuple[Fault | Note | None, bool]:
@@ -191,9 +192,10 @@ def _running(
 def diagnose(
     containers: Sequence[ContainerSnapshot],
     probes: Mapping[str, ProbeHistory],
-    memory: Mapping[str, ContainerMemory],
+    remembered: Mapping[str, ContainerHistory],
     config: Config,
     now: float,
+    *,
     restarting: Collection[str] = (),
     vram: Mapping[str, VramView] | None = None,
     xids: Mapping[str, tuple[float, str]] | None = None,
@@ -231,13 +233,15 @@ def diagnose(
             notes.append(Note(container.id, NoteKind.RESTARTING, "being restarted by the watchdog"))
             continue
         if state in (ContainerState.EXITED, ContainerState.DEAD):
-            remembered = memory.get(container.id, ContainerMemory())
-            outcome = _stopped(container, remembered, config, now)
-            if isinstance(outcome, Note) and remembered.last_die_at is not None and outcome.kind == NoteKind.SETTLING:
-                rechecks.append(remembered.last_die_at + config.stop_settle)
+            history = remembered.get(container.id, ContainerHistory())
+            outcome = _stopped(container, history, config, now)
+            if isinstance(outcome, Note) and history.last_die_at is not None and outcome.kind == NoteKind.SETTLING:
+                rechecks.append(history.last_die_at + config.stop_settle)
         elif state == ContainerState.RUNNING:
             view = vram.get(container.id)
-            outcome, is_ready = _running(container, probes.get(container.id), config, now, view, xids.get(container.id))
+            outcome, is_ready = _running(
+                container, probes.get(container.id), config, now, vram=view, xid=xids.get(container.id)
+            )
             if is_ready:
                 ready.add(container.id)
             grace_end = (container.started_at or now) + start_period_of(container, config)
@@ -257,6 +261,7 @@ def recovery_of(
     container: ContainerSnapshot | None,
     ready: bool,
     issued_at: float,
+    *,
     timeout: float,
     now: float,
 ) -> Recovery:

@@ -21,8 +21,12 @@ DEFAULT_STOP_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
-class Capacity:
-    """What is already committed when planning: restarts running, RAM they will load."""
+class RestartBudget:
+    """What restarts may still spend when planning: slots in flight, RAM they will load, MemAvailable.
+
+    A restart budget, not a fleet's capacity (that is `router.capacity`): `plan` spends it
+    in priority order and defers what it cannot cover.
+    """
 
     restarts_in_flight: int = 0
     ram_committed: int = 0
@@ -55,7 +59,8 @@ def plan(
     containers: Mapping[str, ContainerSnapshot],
     breakers: Mapping[str, BreakerHistory],
     in_progress: Collection[str],
-    capacity: Capacity,
+    budget: RestartBudget,
+    *,
     config: Config,
     now: float,
     held: Mapping[str, str] | None = None,
@@ -66,8 +71,8 @@ def plan(
     """
     held = held or {}
     decisions: list[Decision] = []
-    slots_used = capacity.restarts_in_flight
-    committed = capacity.ram_committed
+    slots_used = budget.restarts_in_flight
+    committed = budget.ram_committed
     for fault in sorted(faults, key=fault_order):
         container = containers.get(fault.container_id)
         need = ram_need(container)
@@ -77,6 +82,7 @@ def plan(
             verdict: Verdict,
             reason: str,
             retry_at: float | None = None,
+            *,
             fault: Fault = fault,
             need: int = need,
             stop_timeout: float = stop_timeout,
@@ -107,9 +113,9 @@ def plan(
                 f"{config.max_concurrent_restarts} in use)",
             )
             continue
-        if config.ram_preflight.enabled and capacity.mem_available is not None:
+        if config.ram_preflight.enabled and budget.mem_available is not None:
             required = int(need * config.ram_preflight.factor) + config.ram_preflight.reserve
-            available = capacity.mem_available - committed
+            available = budget.mem_available - committed
             if available < required:
                 decide(
                     Verdict.DEFER,
