@@ -19,6 +19,8 @@ PURE = [
     "watchdog.gpu.vram",
     "watchdog.gpu.marks",
     "watchdog.gpu.xid",
+    "watchdog.gpu.orphans",
+    "watchdog.gpu.status_view",
     "watchdog.router.capacity",
     "watchdog.router.litellm_config",
     "watchdog.reports.restart_rates",
