@@ -264,15 +264,17 @@ def test_cap_counts_only_automatic_marks_and_never_more_than_half() -> None:
     assert may_mark({}, U0, 2, 0.5)
     assert not may_mark({U1: mark(U1)}, U0, 2, 0.5)
     assert may_mark({U1: mark(U1, auto=False)}, U0, 2, 0.5)
-    capped = mark_or_alert(U0, 0, GpuCondition.QUARANTINED, "Xid 79", {U1: mark(U1)}, 2, 0.5, 5.0)
+    capped = mark_or_alert(
+        U0, 0, GpuCondition.QUARANTINED, "Xid 79", {U1: mark(U1)}, gpu_count=2, fraction=0.5, now=5.0
+    )
     assert capped.mark is None and capped.alert and "cap 1" in capped.alert and "left in service" in capped.alert
 
 
 def test_a_graver_mark_replaces_a_lighter_one_but_not_the_reverse() -> None:
     drained = {U0: GpuMark(U0, 0, GpuCondition.DRAINED, "Xid 48", 1.0)}
-    upgraded = mark_or_alert(U0, 0, GpuCondition.QUARANTINED, "Xid 79", drained, 8, 0.5, 5.0)
+    upgraded = mark_or_alert(U0, 0, GpuCondition.QUARANTINED, "Xid 79", drained, gpu_count=8, fraction=0.5, now=5.0)
     assert upgraded.mark is not None and upgraded.mark.condition == GpuCondition.QUARANTINED
-    kept = mark_or_alert(U0, 0, GpuCondition.DRAINED, "Xid 48", {U0: mark(U0)}, 8, 0.5, 5.0)
+    kept = mark_or_alert(U0, 0, GpuCondition.DRAINED, "Xid 48", {U0: mark(U0)}, gpu_count=8, fraction=0.5, now=5.0)
     assert kept.mark is None and kept.alert is None
 
 
@@ -286,7 +288,18 @@ def xid_response(
     event = XidEvent(at=10.0, xid=code, gpu_index=0, gpu_uuid=uuid)
     verdict = classify(event, default_table(), [event])
     assignments = {CID_A: GpuAssignment((U0,)), CID_B: GpuAssignment((U0,))}
-    return respond_to_xid(verdict, uuid, 0, marks or {}, 8, assignments, culprit, reset, 0.5, 10.0)
+    return respond_to_xid(
+        verdict,
+        uuid,
+        0,
+        marks or {},
+        gpu_count=8,
+        assignments=assignments,
+        culprit=culprit,
+        reset_enabled=reset,
+        fraction=0.5,
+        now=10.0,
+    )
 
 
 def test_xid_13_restarts_the_culprit_else_every_container_on_the_gpu() -> None:

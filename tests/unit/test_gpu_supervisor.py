@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,10 +21,13 @@ UUIDS = [f"GPU-storm-{i}" for i in range(4)]
 
 
 class Readings:
-    """Stands in for GpuMonitor: the supervisor only asks it for the latest reading."""
+    """Stands in for GpuMonitor: the supervisor asks it for the latest reading and hands it new settings."""
 
     def __init__(self, reading: GpuReading) -> None:
         self.reading = reading
+        self.interval = 0.0
+        self.threshold = 0
+        self.probe = SimpleNamespace(deadline=0.0)  # apply_config sets the NVML deadline here
 
     def latest(self) -> GpuReading:
         return self.reading
@@ -132,7 +136,7 @@ def test_orphaned_gpu_memory_is_reported_and_killed_only_when_opted_in(
 
     leaked = subprocess.Popen(["sleep", "60"])  # a live process of a container that no longer runs
     try:
-        supervisor.config = replace(supervisor.config, gpu=replace(supervisor.config.gpu, kill_orphans=kill))
+        supervisor.apply_config(replace(supervisor.config, gpu=replace(supervisor.config.gpu, kill_orphans=kill)))
         supervisor.client = NoContainers()
         supervisor.host_pids = True
         gone_container = "d" * 64
@@ -179,8 +183,8 @@ class StopStart:
 def test_a_reset_closes_its_own_action_windows(supervisor: Any) -> None:
     """Engine events after the reset are the operator's again, not hidden as the watchdog's own."""
     supervisor.client = StopStart()
-    supervisor.config = replace(
-        supervisor.config, gpu=replace(supervisor.config.gpu, reset=True, reset_command=("true", "{uuid}"))
+    supervisor.apply_config(
+        replace(supervisor.config, gpu=replace(supervisor.config.gpu, reset=True, reset_command=("true", "{uuid}")))
     )
     now = time.time()  # the reset's end is read from the real clock, so its start must be real too
     supervisor.cycle(CycleView(tuple(fleet())), now=now)  # learns which containers sit on which GPU

@@ -4,8 +4,12 @@ Observe (I/O): `nvml` (every NVML call, under a deadline), `monitor` (NVML readi
 thread), `xid_events` (NVML's Xid event stream), `kernel_log` (Xid lines from the kernel log at
 start), `pid_map` (GPU process to container through /proc). Judge (pure): `xid` (the Xid table and
 its verdict), `marks` (quarantine, drain and reset marks, and the response to an Xid), `vram`
-(is a model still in GPU memory), `assignment` (which GPUs a container uses). Act (I/O): `reset`
-(the opt-in GPU reset). `supervisor` drives the GPU side of each cycle of the loop.
+(is a model still in GPU memory), `assignment` (which GPUs a container uses), `orphans` (GPU
+processes no running container owns), `status_view` (the GPUs as status shows them), `findings`
+(what one cycle found). Act (I/O): `xid_responder` (Xids and lost GPUs answered), `mark_book` (the
+marks in force, alerts said once), `orphan_watch` (orphans said once, the opt-in kill), `reset`
+(the opt-in GPU reset), `driver_state` (the driver's state, said once). `supervisor` composes them
+and drives the GPU side of each cycle of the loop.
 """
 
 PURE_MODULES: tuple[str, ...] = ("xid", "marks", "vram", "assignment", "findings")  # no I/O, time passed in (tests/unit/test_purity.py)

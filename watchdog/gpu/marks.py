@@ -69,6 +69,7 @@ def mark_or_alert(
     condition: GpuCondition,
     reason: str,
     marks: Mapping[str, GpuMark],
+    *,
     gpu_count: int,
     fraction: float,
     now: float,
@@ -95,6 +96,7 @@ def respond_to_xid(
     uuid: str | None,
     index: int | None,
     marks: Mapping[str, GpuMark],
+    *,
     gpu_count: int,
     assignments: Mapping[str, GpuAssignment],
     culprit: str | None,
@@ -120,14 +122,18 @@ def respond_to_xid(
         if not targets:
             return XidResponse(note=verdict.reason + "; no managed container on that GPU")
         return XidResponse(restart=targets, note=verdict.reason)
+
+    def mark(condition: GpuCondition) -> XidResponse:
+        return mark_or_alert(
+            uuid, index, condition, verdict.reason, marks, gpu_count=gpu_count, fraction=fraction, now=now
+        )
+
     if action == XidAction.RESET_GPU:
         if reset_enabled:
-            response = mark_or_alert(
-                uuid, index, GpuCondition.RESETTING, verdict.reason, marks, gpu_count, fraction, now
-            )
+            response = mark(GpuCondition.RESETTING)
             return XidResponse(response.restart, response.mark, response.alert, reset=response.mark is not None)
-        return mark_or_alert(uuid, index, GpuCondition.DRAINED, verdict.reason, marks, gpu_count, fraction, now)
-    return mark_or_alert(uuid, index, GpuCondition.QUARANTINED, verdict.reason, marks, gpu_count, fraction, now)
+        return mark(GpuCondition.DRAINED)
+    return mark(GpuCondition.QUARANTINED)
 
 
 def held_containers(assignments: Mapping[str, GpuAssignment], marks: Mapping[str, GpuMark]) -> dict[str, str]:

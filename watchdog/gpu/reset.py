@@ -2,18 +2,31 @@
 
 Off by default (the watchdog drains and alerts instead): a reset needs every
 process on the GPU gone and root. The command is an argument list run without
-a shell; `{uuid}` is the only substitution.
+a shell; `{uuid}` is the only substitution. `run_reset` is the steps; `GpuReset`
+runs them off the loop and carries out the outcome.
 """
 
 from __future__ import annotations
 
 import subprocess
+import threading
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import docker
 from loguru import logger
 
+from watchdog.config import Config
 from watchdog.containers.engine import ENGINE_ERRORS
+from watchdog.entries import ALERT_GPU_RESET, EntryKind
+from watchdog.gpu.assignment import gpu_key
+from watchdog.gpu.mark_book import MarkBook
+from watchdog.gpu.marks import GpuCondition, GpuMark
+from watchdog.gpu.nvml import GpuHealth, NvmlState
+
+if TYPE_CHECKING:
+    from watchdog.gpu.monitor import GpuMonitor
+    from watchdog.subsystem import Services
 
 
 class ResetFailed(RuntimeError):
@@ -28,6 +41,7 @@ def run_reset(
     client: docker.DockerClient,
     uuid: str,
     container_ids: Sequence[str],
+    *,
     template: Sequence[str],
     timeout: float,
     stop_timeout: float,
@@ -58,3 +72,89 @@ def run_reset(
         except ENGINE_ERRORS as exc:
             raise ResetFailed(f"GPU reset, but container {container_id[:12]} did not start: {exc}") from exc
     logger.bind(gpu=uuid).info("GPU {} reset; {} container(s) started again", uuid, len(container_ids))
+
+
+class GpuReset:
+    """Runs the opt-in reset on the loop's worker pool; knows which containers each running reset stopped.
+
+    The loop treats those containers as busy (no restart while their GPU resets). The
+    outcome is said once: verified, the GPU is released and its containers run again;
+    failed (or a bug), the GPU is quarantined and an operator is alerted, never left
+    "resetting" forever.
+    """
+
+    def __init__(self, config: Config, services: Services, book: MarkBook) -> None:
+        self.config = config
+        self.client = services.client
+        self.journal = services.journal
+        self.executor = services.executor
+        self.own = services.own
+        self.clock = services.clock
+        self._wake = services.wake
+        self.book = book
+        self.resetting: dict[str, tuple[str, ...]] = {}  # GPU UUID -> containers its reset stopped
+        self._lock = threading.Lock()  # `resetting` is written by the reset's worker, read by the loop
+
+    def apply_config(self, config: Config) -> None:
+        self.config = config
+
+    def busy(self) -> set[str]:
+        """Container IDs a running reset has stopped."""
+        with self._lock:
+            return {cid for ids in self.resetting.values() for cid in ids}
+
+    def start(self, uuid: str, container_ids: Sequence[str], now: float, *, monitor: GpuMonitor) -> None:
+        """Stop the GPU's containers, reset and verify it (through `monitor`), on a worker."""
+        ids = tuple(container_ids)
+        with self._lock:
+            self.resetting[uuid] = ids
+        for container_id in ids:
+            self.own.open(container_id, now)
+        self.journal.record(
+            EntryKind.GPU_RESET, f"resetting GPU {uuid}: stopping {len(ids)} container(s)", ts=now, gpus=(uuid,)
+        )
+        self.executor.submit(self._run, uuid, ids, now, monitor)
+
+    @staticmethod
+    def _verify(uuid: str, monitor: GpuMonitor) -> str | None:
+        reading = monitor.read_now()
+        if reading.state != NvmlState.OK:
+            return f"NVML {reading.state.value}: {reading.detail}"
+        for gpu in reading.gpus:
+            if gpu_key(gpu) == uuid:
+                return None if gpu.health == GpuHealth.OK else f"health {gpu.health.value}"
+        return "GPU not visible"
+
+    def _run(self, uuid: str, ids: tuple[str, ...], started: float, monitor: GpuMonitor) -> None:
+        gpu = self.config.gpu
+        try:
+            run_reset(
+                self.client,
+                uuid,
+                ids,
+                template=gpu.reset_command,
+                timeout=gpu.reset_timeout,
+                stop_timeout=30.0,
+                verify=lambda: self._verify(uuid, monitor),
+            )
+            outcome, ok = f"GPU {uuid} reset and verified; {len(ids)} container(s) started", True
+        except ResetFailed as exc:
+            outcome, ok = f"GPU reset failed: {exc}", False
+        except Exception as exc:  # a bug here must not leave the GPU marked "resetting" forever
+            outcome, ok = f"GPU reset failed: {type(exc).__name__}: {exc}", False
+        end = self.clock()
+        for container_id in ids:
+            self.own.close(container_id, started, end)
+        if ok:
+            self.book.release(uuid)
+            logger.bind(gpu=uuid).warning(outcome)
+            self.journal.record(EntryKind.GPU_RESET_OK, outcome, ts=end, gpus=(uuid,))
+        else:
+            self.book.put(GpuMark(uuid, None, GpuCondition.QUARANTINED, outcome, end))
+            logger.bind(gpu=uuid).critical("ALERT: {}; GPU quarantined", outcome)
+            self.journal.record(
+                EntryKind.ALERT, outcome + "; GPU quarantined", ts=end, gpus=(uuid,), fault=ALERT_GPU_RESET
+            )
+        with self._lock:
+            self.resetting.pop(uuid, None)
+        self._wake()

@@ -40,6 +40,7 @@ def vram_views(
     assignments: Mapping[str, GpuAssignment],
     owners: Mapping[int, str] | None,
     threshold: int,
+    *,
     unusable: Mapping[str, str] | None = None,
 ) -> dict[str, VramView]:
     """One view per running managed container with GPUs. `owners` None: PID mapping off.

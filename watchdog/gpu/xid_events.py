@@ -93,6 +93,7 @@ class XidWatcher:
         self,
         on_event: Callable[[XidEvent], None],
         on_state: Callable[[str, str], None] | None = None,
+        *,
         nvml: Any = None,
         wait_ms: int = 1000,
         clock: Callable[[], float] = time.time,
