@@ -21,6 +21,8 @@ PURE = [
     "watchdog.gpu.xid",
     "watchdog.router.capacity",
     "watchdog.router.litellm_config",
+    "watchdog.router.wanted_config",
+    "watchdog.router.memory_limit_plan",
     "watchdog.reports.restart_rates",
     "watchdog.reports.timeline",
     "watchdog.reports.html",
