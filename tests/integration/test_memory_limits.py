@@ -19,14 +19,8 @@ from watchdog.entries import EntryKind
 from watchdog.journal import Journal
 from watchdog.model import ContainerSnapshot
 from watchdog.router.capacity import MIB, CapacityPolicy, RoleMemory
-from watchdog.router.memory_limits import (
-    META_KEY,
-    LimitKind,
-    MemoryLimitSync,
-    Outcome,
-    load_applied,
-    read_usage,
-)
+from watchdog.router.memory_limit_plan import LimitKind, load_applied
+from watchdog.router.memory_limits import META_KEY, MemoryLimitSync, Outcome, read_usage
 
 pytestmark = pytest.mark.engine
 

@@ -13,9 +13,9 @@ from watchdog.router.capacity import (
     GIB,
     MIB,
     CapacityPolicy,
+    CapacityVerdict,
     Member,
     RoleMemory,
-    Verdict,
     members_from_fleet,
     plan_capacity,
     render,
@@ -38,7 +38,7 @@ def test_seed_001_numbers_are_reproduced() -> None:
     assert plan.serving_gpus == 8
     assert plan.capacity_rpm == (24.0, 32.0)
     assert plan.share == pytest.approx(30 / 32)
-    assert plan.verdict == Verdict.ABOVE_MARGIN
+    assert plan.verdict == CapacityVerdict.ABOVE_MARGIN
     assert plan.text.startswith("30 rpm = 94% of 32 rpm capacity (8 GPU(s) at 24-32 rpm) — above the 90% safety margin")
     assert plan.global_max_parallel_requests == 12  # 8 in flight / (1 - 30% headroom) = 11.4 -> 12
     chat = [d for d in plan.deployments if d.role == "chat"]
@@ -52,15 +52,16 @@ def test_seed_001_numbers_are_reproduced() -> None:
 
 def test_losing_a_gpu_pushes_the_target_over_capacity_and_warns() -> None:
     plan = plan_capacity(seed_fleet(out_of_service=1), SEED, host_total=24 * GIB)
-    assert plan.capacity_rpm == (21.0, 28.0) and plan.verdict == Verdict.OVER_CAPACITY
+    assert plan.capacity_rpm == (21.0, 28.0) and plan.verdict == CapacityVerdict.OVER_CAPACITY
     assert "30 rpm = 107% of 28 rpm capacity" in plan.text and plan.warnings[0] == plan.text
     assert plan.global_max_parallel_requests == 10  # 7 / 0.7
 
 
 def test_within_margin_and_no_capacity() -> None:
-    assert plan_capacity(seed_fleet(), replace(SEED, target_rpm=20), None).verdict == Verdict.OK
+    assert plan_capacity(seed_fleet(), replace(SEED, target_rpm=20), None).verdict == CapacityVerdict.OK
     empty = plan_capacity([], SEED, None)
-    assert empty.verdict == Verdict.NO_CAPACITY and empty.share is None and empty.global_max_parallel_requests == 0
+    assert empty.verdict == CapacityVerdict.NO_CAPACITY and empty.share is None
+    assert empty.global_max_parallel_requests == 0
 
 
 def test_a_plan_that_cannot_fit_the_host_says_so_with_the_fix() -> None:

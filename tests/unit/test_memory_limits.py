@@ -18,13 +18,10 @@ from watchdog.files import write_if_changed
 from watchdog.journal import Journal
 from watchdog.model import ContainerSnapshot, ContainerSpec, ContainerState
 from watchdog.router.capacity import GIB, MIB, CapacityPolicy, RoleMemory
-from watchdog.router.memory_limits import (
-    META_KEY,
+from watchdog.router.memory_limit_plan import (
     Applied,
     LimitKind,
     Limits,
-    MemoryLimitSync,
-    Outcome,
     docker_size,
     dump_applied,
     format_limits,
@@ -32,6 +29,7 @@ from watchdog.router.memory_limits import (
     plan_memory_limits,
     render_compose_override,
 )
+from watchdog.router.memory_limits import META_KEY, MemoryLimitSync, Outcome
 
 LIMITS = {"chat": RoleMemory(1536 * MIB, 2048 * MIB), "embed": RoleMemory(512 * MIB, 768 * MIB)}
 CHAT = Limits(1536 * MIB, 2048 * MIB)
@@ -180,7 +178,7 @@ def fleet_with_services() -> list[ContainerSnapshot]:
 
 
 def test_override_has_the_limits_per_service_and_says_how_to_use_it() -> None:
-    text = render_compose_override(fleet_with_services(), LIMITS, "limits.yml")
+    text = render_compose_override(fleet_with_services(), LIMITS, filename="limits.yml")
     assert text.startswith("# Memory limits per role, written by gpu-watchdog")
     assert "docker compose -f compose.yaml -f limits.yml up" in text
     assert '  chat:\n    mem_limit: "1536m"\n    memswap_limit: "2048m"\n' in text

@@ -28,7 +28,8 @@ from watchdog.model import (
     ProbeStatus,
     Verdict,
 )
-from watchdog.router.sync import META_PROXY_SET, RouterSync
+from watchdog.router.proxy_sync import META_PROXY_SET
+from watchdog.router.sync import RouterSync
 from watchdog.subsystem import CycleView, Services
 
 ROOT = Path(__file__).resolve().parents[2]

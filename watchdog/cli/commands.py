@@ -626,15 +626,9 @@ def litellm_render(obj: Context, out: str | None, template: str | None) -> None:
     """Write the proxy config (atomically; not rewritten when unchanged) and the callback module next to it."""
 
     from watchdog.containers.host import mem_total
-    from watchdog.router.litellm_config import (
-        TemplateError,
-        api_bases_in,
-        deployment_set,
-        parse_template,
-        router_deployments,
-        unreachable,
-    )
-    from watchdog.router.sync import config_plan, write_router_config
+    from watchdog.router.config_writer import api_bases_on_disk, write_router_config
+    from watchdog.router.litellm_config import TemplateError, parse_template
+    from watchdog.router.wanted_config import wanted_config
 
     config = obj.config
     out_path = Path(out or config.litellm.out)
@@ -651,25 +645,22 @@ def litellm_render(obj: Context, out: str | None, template: str | None) -> None:
     containers, journal, given_up = _fleet_now(config)
     marks = journal.gpu_marks()
     journal.close()
-    # The same deployments the daemon writes: a stopped container keeps the URL the file on disk has.
-    plan = config_plan(containers, marks, given_up, config.capacity, mem_total())
+    # What the daemon writes, the same way: a stopped container keeps the URL the file on disk has.
+    wanted = wanted_config(
+        containers, marks, given_up, policy=config.capacity, host_total=mem_total(), known=api_bases_on_disk(out_path)
+    )
     try:
-        known = api_bases_in(out_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError):
-        known = {}
-    deployments = router_deployments(containers, plan, known)
-    try:
-        changed = write_router_config(out_path, template_path, parsed, deployments, plan)
+        changed = write_router_config(wanted, parsed, out_path=out_path, template_path=template_path)
     except OSError as exc:
         fail(f"cannot write {out_path} ({exc.strerror}); pass --out FILE in a writable directory", EXIT_RUNTIME)
-    for name in unreachable(deployments, plan):
+    for name in wanted.unreachable:
         click.echo(
             f"gpu-watchdog: warning: no URL for {name}: left out; publish its port or set the label "
             f"{config.label_prefix}.api-base",
             err=True,
         )
     state = "written" if changed else "unchanged"
-    click.echo(f"{out_path}: {state}, {len(deployment_set(deployments))} deployment(s); {plan.text}")
+    click.echo(f"{out_path}: {state}, {len(wanted.deployments)} deployment(s); {wanted.plan.text}")
 
 
 @cli.group()

@@ -323,7 +323,7 @@ def _router_sets(
         parse_template,
         router_deployments,
     )
-    from watchdog.router.sync import config_plan
+    from watchdog.router.wanted_config import config_plan
 
     # Compared by id and URL: the template may name the model differently from the label.
     try:
@@ -337,7 +337,7 @@ def _router_sets(
         return None, on_disk, f"cannot read the template {config.litellm.template}: {exc}"
     except TemplateError as exc:
         return None, on_disk, str(exc)
-    plan = config_plan(containers, {}, set(), config.capacity, None)
+    plan = config_plan(containers, {}, set(), policy=config.capacity, host_total=None)
     known = {ident: base for ident, base in on_disk or []}
     wanted = [[ident, base] for ident, _, base in deployment_set(router_deployments(containers, plan, known))]
     return wanted, on_disk, None

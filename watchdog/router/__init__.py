@@ -1,9 +1,15 @@
 """The router and capacity: traffic goes only where a healthy model is, within what the host can carry.
 
 Pure: `capacity` (the capacity planner: what the fleet can carry and the limits that follow),
-`litellm_config` (the LiteLLM config and rotation, rendered from the fleet and the plan).
-I/O: `sync` (keeps the plan, the proxy's config, the rotation file and the proxy in step),
-`memory_limits` (sets or reports the containers' memory limits the plan asks for).
+`litellm_config` (the LiteLLM config and rotation, rendered from the fleet and the plan),
+`wanted_config` (what the proxy's config lists: one decision for the daemon and `litellm render`),
+`memory_limit_plan` (which containers' memory limits differ from the plan, and the compose override).
+I/O: `sync` (RouterSync, the loop's subsystem: composes the parts below and keeps their order),
+`capacity_watch` (the plan in force, said when it changes), `config_writer` (the proxy's config on
+disk: `write_router_config`, the one way it is written), `rotation_writer` (the rotation file, the
+callback's heartbeat), `proxy_sync` (what the proxy has loaded, its restarts, up/down),
+`problems` (each router problem said once), `memory_limits` (sets or reports the containers'
+memory limits the plan asks for), `limit_watch` (when a memory-limit pass runs, off the loop's thread).
 """
 
 PURE_MODULES: tuple[str, ...] = ("capacity", "litellm_config")  # no I/O, time passed in (tests/unit/test_purity.py)

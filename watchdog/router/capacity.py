@@ -75,7 +75,9 @@ class DeploymentPlan:
     max_parallel_requests: int
 
 
-class Verdict(StrEnum):
+class CapacityVerdict(StrEnum):
+    """How the target rpm fits the fleet's capacity (not the heal planner's `model.Verdict`)."""
+
     OK = "ok"
     ABOVE_MARGIN = "above-margin"  # fits, but above the safety margin
     OVER_CAPACITY = "over-capacity"  # the target exceeds even the high estimate
@@ -101,7 +103,7 @@ class CapacityPlan:
     capacity_rpm: tuple[float, float]
     target_rpm: float
     share: float | None  # target / high capacity
-    verdict: Verdict
+    verdict: CapacityVerdict
     text: str
     global_max_parallel_requests: int
     memory: MemoryPlan
@@ -175,6 +177,7 @@ def planned_members(
     containers: Sequence[ContainerSnapshot],
     marks: Mapping[str, GpuMark],
     given_up: set[str],
+    *,
     stopped_on_purpose: set[str],
 ) -> list[Member]:
     """Members as the router config sees them: out only when out for long (capacity changes).
@@ -237,24 +240,24 @@ def plan_capacity(members: Sequence[Member], policy: CapacityPolicy, host_total:
     span = f"{_rpm(capacity[0])}-{_rpm(capacity[1])} rpm" if low != high else f"{_rpm(capacity[1])} rpm"
     if count == 0:
         share: float | None = None
-        verdict = Verdict.NO_CAPACITY
+        verdict = CapacityVerdict.NO_CAPACITY
         text = f"{_rpm(target)} rpm target: no {'/'.join(policy.serving_roles)} deployment in service"
     else:
         share = target / capacity[1]
         percent = f"{share * 100:.0f}%"
         head = f"{_rpm(target)} rpm = {percent} of {_rpm(capacity[1])} rpm capacity ({count} GPU(s) at {span})"
         if share > 1:
-            verdict, text = Verdict.OVER_CAPACITY, f"{head} — over capacity: add GPUs or lower the target"
+            verdict, text = CapacityVerdict.OVER_CAPACITY, f"{head} — over capacity: add GPUs or lower the target"
         elif share > policy.safety_margin:
-            verdict = Verdict.ABOVE_MARGIN
+            verdict = CapacityVerdict.ABOVE_MARGIN
             text = f"{head} — above the {policy.safety_margin * 100:.0f}% safety margin"
         else:
-            verdict = Verdict.OK
+            verdict = CapacityVerdict.OK
             text = f"{head} — within the {policy.safety_margin * 100:.0f}% safety margin"
     global_parallel = math.ceil(serving_parallel / (1 - policy.headroom) - 1e-9) if serving_parallel else 0
     memory = plan_memory(members, policy, host_total)
     warnings = []
-    if verdict != Verdict.OK:
+    if verdict != CapacityVerdict.OK:
         warnings.append(text)
     if not memory.fits:
         warnings.append(memory.text)
