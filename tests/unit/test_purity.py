@@ -25,6 +25,7 @@ PURE = [
     "watchdog.reports.timeline",
     "watchdog.reports.html",
     "watchdog.ops.notices",
+    "watchdog.ops.messages",
 ]
 FORBIDDEN = ["docker", "httpx", "sqlite3", "_sqlite3", "socket", "_socket", "requests", "urllib3", "ssl"]
 
