@@ -114,11 +114,14 @@ def test_min_free_kbytes() -> None:
 
 
 def test_router_findings() -> None:
-    assert judge_router(False, None, None, None, None, None)[0].level == Level.OK
-    good = judge_router(True, "http://p", True, [["a", "m", "u"]], [["a", "m", "u"]], None)
+    off = judge_router(False, None, None, rendered_set=None, on_disk_set=None, problem=None)
+    assert off[0].level == Level.OK
+    one = [["a", "m", "u"]]
+    good = judge_router(True, "http://p", True, rendered_set=one, on_disk_set=one, problem=None)
     assert [f.level for f in good] == [Level.OK, Level.OK]
-    stale = judge_router(True, "http://p", False, [["a", "m", "u"], ["b", "m", "v"]], [["a", "m", "u"]], None)
+    two = [["a", "m", "u"], ["b", "m", "v"]]
+    stale = judge_router(True, "http://p", False, rendered_set=two, on_disk_set=one, problem=None)
     assert levels(stale)["litellm"] == ["fail", "fail"]
     assert "the fleet needs 2" in stale[1].text and "litellm render" in stale[1].fix
-    missing = judge_router(True, None, None, [["a", "m", "u"]], None, "bad template")
+    missing = judge_router(True, None, None, rendered_set=one, on_disk_set=None, problem="bad template")
     assert [f.level for f in missing] == [Level.FAIL, Level.WARN, Level.FAIL]

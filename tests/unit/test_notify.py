@@ -29,7 +29,7 @@ from watchdog.ops.notices import (
     notice_from_entry,
     payload,
 )
-from watchdog.ops.notify import HttpSender, Notifier, SendFailed
+from watchdog.ops.notify import HttpSender, NotificationDispatcher, SendFailed
 from watchdog.subsystem import CycleView
 
 SECRET = "T0KEN-s3cr3t-9f8e7d"
@@ -118,7 +118,7 @@ def test_the_alert_that_goes_with_a_mark_is_not_said_twice() -> None:
     assert notice_from_entry(entry("alert", gpu="GPU-1", fault="xid-79", detail={"marked": "quarantined"}), "h") is None
 
 
-def queued(notifier: Notifier) -> list[Notice]:
+def queued(notifier: NotificationDispatcher) -> list[Notice]:
     out = []
     while not notifier.queue.empty():
         item = notifier.queue.get_nowait()
@@ -129,7 +129,7 @@ def queued(notifier: Notifier) -> list[Notice]:
 
 def test_the_gpu_supervisor_entries_give_one_notice_per_transition(supervisor: Any) -> None:
     """The real GPU side writes the journal; the notifier (worker not started) sees what it would send."""
-    webhooks = Notifier(NotifyConfig(host="h"), senders={})
+    webhooks = NotificationDispatcher(NotifyConfig(host="h"), senders={})
     supervisor.journal.subscribe(webhooks.observe)
     supervisor.monitor.reading = reading(lost=(2,))
     for now in (101.0, 102.0):
@@ -268,7 +268,9 @@ def test_the_notifier_filters_per_target_and_says_what_was_suppressed() -> None:
     config = NotifyConfig((ops, pager, broken), dedup_window=300, rate_limit_per_minute=2)
     senders = {"ops": Recorder(ops), "pager": Recorder(pager), "broken": Recorder(broken, fail=True)}
     outcomes: list[tuple[str, str]] = []
-    webhooks = Notifier(config, senders, clock=lambda: now[0], on_outcome=lambda t, o: outcomes.append((t, o)))
+    webhooks = NotificationDispatcher(
+        config, senders, clock=lambda: now[0], on_outcome=lambda t, o: outcomes.append((t, o))
+    )
     for name in ("llm-0", "llm-0", "llm-1", "llm-2"):
         webhooks.deliver(notice("fault", name))
     now[0] = 61.0
@@ -287,7 +289,7 @@ def test_the_notifier_filters_per_target_and_says_what_was_suppressed() -> None:
 
 def test_a_full_queue_drops_and_counts_and_never_blocks() -> None:
     ops = target("ops")
-    webhooks = Notifier(NotifyConfig((ops,)), {"ops": Recorder(ops)}, queue_size=2)  # worker not started
+    webhooks = NotificationDispatcher(NotifyConfig((ops,)), {"ops": Recorder(ops)}, queue_size=2)  # worker not started
     assert [webhooks.submit(notice("fault", f"c{i}")) for i in range(4)] == [True, True, False, False]
     assert webhooks.dropped == 2 and webhooks.counts[("ops", "dropped")] == 2
     webhooks.observe({"kind": "detected", "ts": "not a number"})  # a bad entry: logged, never raised
@@ -298,7 +300,7 @@ def test_a_full_queue_drops_and_counts_and_never_blocks() -> None:
 def test_the_worker_sends_what_is_queued_and_stop_flushes() -> None:
     ops = target("ops")
     recorder = Recorder(ops)
-    webhooks = Notifier(NotifyConfig((ops,), dedup_window=0), {"ops": recorder}).start()
+    webhooks = NotificationDispatcher(NotifyConfig((ops,), dedup_window=0), {"ops": recorder}).start()
     for i in range(5):
         webhooks.submit(notice("fault", f"c{i}"))
     webhooks.stop(deadline=5)
@@ -337,7 +339,7 @@ def test_a_failed_send_is_said_without_the_url() -> None:
     try:
         with pytest.raises(SendFailed) as failed:
             sender.send(notice(), 0)
-        webhooks = Notifier(NotifyConfig((hook,)), {"ops": sender})
+        webhooks = NotificationDispatcher(NotifyConfig((hook,)), {"ops": sender})
         webhooks.deliver(notice())
     finally:
         logger.remove(sink)

@@ -5,7 +5,9 @@ each, all at the edge, their decisions pure in `containers`: `event_intake` (eng
 operator stops journaled), `restarts` (restarts issued, settled, waited for at shutdown),
 `fault_record` (a fault's detection and end, and the verdicts, journaled once),
 `engine_health` (the engine down and back, with backoff), `status_writer` (the status file
-and heartbeat). `lock` keeps one watchdog per state directory.
+and heartbeat). `lock` keeps one watchdog per state directory; `runtime` runs the loop (lock
+and engine waits, the journal with its in-memory fallback, signals and config reload, systemd
+notify, notifications) and `http_endpoint` wires the HTTP server to it.
 Nothing outside this package and `cli` imports it: the rooms it drives never know the loop.
 """
 

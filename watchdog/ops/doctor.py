@@ -17,6 +17,7 @@ from watchdog.config import Config, RamPreflightConfig
 from watchdog.gpu.assignment import resolve
 from watchdog.gpu.nvml import GpuReading, NvmlState
 from watchdog.model import ContainerSnapshot
+from watchdog.ops.messages import ENGINE_FIX
 from watchdog.units import format_bytes
 
 ENV_SYSCTL_DIR = "GPU_WATCHDOG_SYSCTL_DIR"  # where doctor reads sysctls (default /proc/sys)
@@ -60,7 +61,7 @@ def all_well(findings: Sequence[Finding]) -> bool:
 
 def judge_engine(version: Mapping[str, Any] | None, error: str | None) -> Finding:
     if version is None:
-        return Finding(Level.FAIL, "docker", f"engine unreachable ({error})", "start it, or set DOCKER_HOST")
+        return Finding(Level.FAIL, "docker", f"engine unreachable ({error})", ENGINE_FIX)
     return Finding(
         Level.OK, "docker", f"engine {version.get('Version', '?')}, API {version.get('ApiVersion', '?')} reachable"
     )
@@ -214,6 +215,7 @@ def judge_router(
     enabled: bool,
     proxy_url: str | None,
     proxy_live: bool | None,
+    *,
     rendered_set: list[list[str]] | None,
     on_disk_set: list[list[str]] | None,
     problem: str | None,
@@ -258,18 +260,18 @@ def judge_router(
 
 def collect(config: Config) -> list[Finding]:
     """Every check, read now. Never raises for what it reads: a failure is a finding."""
-    import docker
     import httpx
 
     from watchdog.containers.engine import DockerProbe
     from watchdog.containers.host import mem_available
     from watchdog.gpu.nvml import GpuProbe
+    from watchdog.ops.connect import docker_client
 
     findings: list[Finding] = []
     containers: list[ContainerSnapshot] = []
     facts: dict[str, ContainerFacts] = {}
     try:
-        client = docker.from_env(timeout=30)
+        client = docker_client()
         findings.append(judge_engine(client.version(), None))
         containers = DockerProbe(client, config.label_prefix).snapshot()
         for c in containers:
@@ -291,7 +293,11 @@ def collect(config: Config) -> list[Finding]:
         except httpx.HTTPError:
             live = False
     rendered, on_disk, problem = _router_sets(config, containers) if settings.enabled else (None, None, None)
-    findings.extend(judge_router(settings.enabled, settings.proxy_url, live, rendered, on_disk, problem))
+    findings.extend(
+        judge_router(
+            settings.enabled, settings.proxy_url, live, rendered_set=rendered, on_disk_set=on_disk, problem=problem
+        )
+    )
     return findings
 
 

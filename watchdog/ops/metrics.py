@@ -184,6 +184,7 @@ class HttpServer:
         metrics: Metrics,
         healthy: Callable[[], tuple[bool, str]],
         status: Callable[[], dict[str, Any]],
+        *,
         control: Control | None = None,
         token: str | None = None,
     ) -> None:

@@ -1,6 +1,6 @@
 """Notifications, the sending part: a bounded queue and one worker thread, so the loop never waits.
 
-The journal tells the `Notifier` about every entry it writes (`Journal.subscribe`); the pure
+The journal tells the `NotificationDispatcher` about every entry it writes (`Journal.subscribe`); the pure
 `watchdog.ops.notices` says which are state transitions and shapes them. `observe()` only maps
 and queues (`put_nowait`: a full queue drops and counts). The worker de-duplicates and
 rate-limits per target (`notices.Gate`) and posts with a short timeout and a bounded retry;
@@ -145,7 +145,7 @@ def build_senders(config: NotifyConfig, stopping: threading.Event | None = None)
     return senders
 
 
-class Notifier:
+class NotificationDispatcher:
     """The daemon's notifications: `observe` is the journal observer, a worker thread sends."""
 
     def __init__(
@@ -194,7 +194,7 @@ class Notifier:
     def targets(self) -> list[NotifyTarget]:
         return [t for t, _, _ in self._targets]
 
-    def start(self) -> Notifier:
+    def start(self) -> NotificationDispatcher:
         self._thread = threading.Thread(target=self._run, name="notify", daemon=True)
         self._thread.start()
         return self

@@ -21,6 +21,15 @@ from watchdog.journal import Journal
 from watchdog.model import ContainerSnapshot, Decision, Diagnosis, ProbeStatus
 
 STATUS_FILE = "status.json"
+STALE_POLLS = 3  # a daemon whose last cycle is older than this many polls is not running (or hung)
+STALE_FLOOR = 15.0  # s: never less, so a short poll interval does not make a busy cycle look dead
+
+
+def daemon_max_age(poll_interval: float) -> float:
+    """How old the daemon's last cycle may be before `status`, `healthcheck`, `plan` and /healthz call it not
+    running: its status file and heartbeat are rewritten every cycle, so a hung loop goes stale, not just a dead one.
+    """
+    return max(STALE_POLLS * poll_interval, STALE_FLOOR)
 
 
 def daemon_view(
@@ -76,6 +85,7 @@ def last_probe(history: ProbeHistory | None) -> dict[str, object] | None:
 
 
 def read_daemon_view(state_dir: Path, now: float, max_age: float) -> dict[str, Any] | None:
+    """The daemon's view from its status file, or None when there is none or it is older than `max_age`."""
     try:
         view = json.loads((state_dir / STATUS_FILE).read_text())
     except (OSError, ValueError):
@@ -90,7 +100,7 @@ def build_status(
 ) -> dict[str, Any]:
     """A JSON-able document; the table view prints the same data."""
     heartbeat = journal.get_meta("heartbeat")
-    daemon = read_daemon_view(state_dir, now, max_age=max(3 * config.poll_interval, 15.0))
+    daemon = read_daemon_view(state_dir, now, max_age=daemon_max_age(config.poll_interval))
     daemon_containers = (daemon or {}).get("containers", {})
     stop_marks = journal.stop_marks()
     rows = []

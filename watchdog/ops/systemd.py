@@ -15,7 +15,9 @@ import time
 from collections.abc import Mapping
 
 
-class Notifier:
+class SystemdNotifier:
+    """sd_notify datagrams to NOTIFY_SOCKET: READY, WATCHDOG heartbeats, RELOADING, STOPPING."""
+
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         env = os.environ if env is None else env
         self.address = env.get("NOTIFY_SOCKET") or None
