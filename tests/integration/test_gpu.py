@@ -178,11 +178,17 @@ def test_xid_events_restart_the_container_or_drain_the_gpu(
         file.write("xid 0 13\n")
     wait_for(lambda: ok_restarts(daemon, a), 10, "the container on the GPU with Xid 13 restarted")
     assert [e for e in daemon.entries(kind="detected", container=a) if e["fault"] == "gpu-xid"]
+    fleet.wait_ready("b")
+    b_started = fleet.state("b")["StartedAt"]
     with fake_nvml.scenario_file.open("a") as file:
         file.write("xid 1 48\n")
     wait_for(lambda: daemon.entries(kind="gpu-drained"), 10, "GPU 1 drained after Xid 48")
     alert = daemon.entries(kind="alert")[-1]["reason"]
     assert "nvidia-smi --gpu-reset" in alert and UUID.format(1) in alert, alert
+    assert fleet.state("b")["StartedAt"] == b_started and not daemon.entries(kind="gpu-reset"), "no reset by default"
+    # Drained: b now has a reason to be restarted, and must be held instead (not restarted onto the GPU).
+    fleet.fault("b", "crash")
+    wait_for(lambda: any(e["kind"] == "held" for e in daemon.entries(container=b)), 10, "b held on its drained GPU")
     assert not daemon.restarts(b), "the default is drain and alert, not a reset"
 
 

@@ -157,6 +157,7 @@ def test_proxy_follows_the_watchdog_both_ways(
         in_at = wait_for(lambda n=name, t=out_at: entry_time(daemon, "rotation-in", n, t), 40, f"{name} back in")
         # Out of rotation: no request went to it (a hung attempt would cost a 10 s timeout and a retry).
         while_out = [r for r in during if out_at + 0.2 < r["at"] and r["at"] + r["seconds"] < in_at]
+        assert while_out, f"no request of the burst was sent while {name} was out: nothing checked ({during})"
         assert all(r["status"] == 200 and r["id"] != ident and r["retries"] == 0 for r in while_out), during
         assert all(r["seconds"] < 5 for r in while_out), while_out
         # Healed and back in rotation: it serves again within seconds.

@@ -20,6 +20,10 @@ def test_a_closed_window_keeps_a_short_slack_then_ends() -> None:
     own.close("c1", 100.0, 104.0)
     assert own.covers("c1", 104.0 + OWN_EVENT_SLACK - 0.01)
     assert not own.covers("c1", 104.0 + OWN_EVENT_SLACK + 0.01)
+    # The slack is one second (own_actions.py): an event 0.99 s after the restart returned is ours, 1.01 s is not.
+    assert OWN_EVENT_SLACK == 1.0
+    assert own.covers("c1", 104.99)
+    assert not own.covers("c1", 105.01)
 
 
 def test_close_also_closes_windows_left_open_by_a_killed_watchdog() -> None:

@@ -184,6 +184,8 @@ def test_stop_timeout_is_label_then_container_then_default() -> None:
     assert decide([fault("a")], [labelled])[0].stop_timeout == 45.0
     assert decide([fault("a")], [replace(snap("a"), stop_timeout=20.0)])[0].stop_timeout == 20.0
     assert decide([fault("a")], [snap("a")])[0].stop_timeout == DEFAULT_STOP_TIMEOUT
+    assert DEFAULT_STOP_TIMEOUT == 10.0  # README, gpu-watchdog.stop-timeout: "else 10"
+    assert decide([fault("a")], [snap("a")])[0].stop_timeout == 10.0
 
 
 faults_strategy = st.lists(

@@ -32,17 +32,6 @@ KNOWN_LABELS = (
 )
 
 
-def is_enabled(labels: Mapping[str, str], prefix: str) -> bool | None:
-    """True/False from `<prefix>.enable`, None when absent or unparsable."""
-    raw = labels.get(f"{prefix}.enable")
-    if raw is None:
-        return None
-    try:
-        return parse_bool(raw)
-    except ValueError:
-        return None
-
-
 def unknown_labels(labels: Mapping[str, str], prefix: str) -> tuple[str, ...]:
     """Warnings for labels under the prefix that the watchdog does not read (likely typos)."""
     known = ", ".join(f"{prefix}.{k}" for k in KNOWN_LABELS)
