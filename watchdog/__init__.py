@@ -6,4 +6,5 @@ unrelated filesystem-events library, and this project never depends on it.
 
 __version__ = "0.1.0"
 
-PURE_MODULES: tuple[str, ...] = ("model", "units", "config", "entries", "subsystem")  # no I/O, time passed in (tests/unit/test_purity.py)
+# The modules here that do no I/O and read no clock (checked by tests/unit/test_purity.py).
+PURE_MODULES: tuple[str, ...] = ("model", "units", "config", "entries", "subsystem")

@@ -17,7 +17,8 @@ import pytest
 
 from watchdog.gpu.assignment import resolve
 from watchdog.gpu.kernel_log import normalise_bus_id
-from watchdog.gpu.nvml import GpuHealth, GpuProbe, NvmlState, clock_reason_names
+from watchdog.gpu.nvml import GpuProbe
+from watchdog.gpu.readings import GpuHealth, NvmlState, clock_reason_names
 from watchdog.gpu.xid_events import XidWatcher
 
 pytestmark = pytest.mark.real_gpu

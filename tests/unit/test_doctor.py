@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from watchdog.config import RamPreflightConfig
-from watchdog.gpu.nvml import GpuReading, GpuSnapshot, NvmlState
+from watchdog.gpu.readings import GpuReading, GpuSnapshot, NvmlState
 from watchdog.model import ContainerSnapshot, ContainerSpec, ContainerState
 from watchdog.ops.doctor import (
     MIN_FREE_KBYTES,

@@ -20,8 +20,8 @@ from watchdog.gpu.marks import (
     may_mark,
     respond_to_xid,
 )
-from watchdog.gpu.nvml import GpuHealth, GpuProcess, GpuSnapshot, clock_reason_names
 from watchdog.gpu.pid_map import container_of_cgroup, owner_of, sees_host_pids
+from watchdog.gpu.readings import GpuHealth, GpuProcess, GpuSnapshot, clock_reason_names
 from watchdog.gpu.vram import VramMode, vram_views
 from watchdog.gpu.xid import XidAction, classify, default_table
 from watchdog.journal import Journal

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from watchdog.gpu.assignment import GONE, HOST
-from watchdog.gpu.nvml import GpuHealth, GpuProcess, GpuSnapshot
 from watchdog.gpu.orphans import Orphan, confirm, find_orphans, needs_engine, suspects
+from watchdog.gpu.readings import GpuHealth, GpuProcess, GpuSnapshot
 
 MIB = 1024**2
 RUNNING = "a" * 64  # a managed container that runs

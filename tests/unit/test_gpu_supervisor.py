@@ -11,7 +11,7 @@ import pytest
 
 from tests.fake_nvml.harness import scenario
 from watchdog.gpu.marks import GpuCondition
-from watchdog.gpu.nvml import GpuHealth, GpuReading, GpuSnapshot, NvmlState
+from watchdog.gpu.readings import GpuHealth, GpuReading, GpuSnapshot, NvmlState
 from watchdog.journal import Journal
 from watchdog.model import ContainerSnapshot, ContainerSpec, ContainerState, XidEvent
 from watchdog.subsystem import CycleView
@@ -132,7 +132,7 @@ def test_orphaned_gpu_memory_is_reported_and_killed_only_when_opted_in(
 ) -> None:
     import subprocess
 
-    from watchdog.gpu.nvml import GpuProcess
+    from watchdog.gpu.readings import GpuProcess
 
     leaked = subprocess.Popen(["sleep", "60"])  # a live process of a container that no longer runs
     try:

@@ -24,7 +24,7 @@ from watchdog.containers.diagnose import ProbeHistory, diagnose, remember_event
 from watchdog.gpu.vram import VramMode, VramView
 from watchdog.journal import ActionRow
 from watchdog.model import (
-    ContainerMemory,
+    ContainerHistory,
     ContainerSnapshot,
     ContainerSpec,
     ContainerState,
@@ -36,7 +36,7 @@ from watchdog.model import (
     ProbeStatus,
 )
 from watchdog.reports.restart_rates import INSTABILITY_PER_HOUR, Window, build, render
-from watchdog.router.capacity import CapacityPolicy, Member, Verdict, plan_capacity
+from watchdog.router.capacity import CapacityPolicy, CapacityVerdict, Member, plan_capacity
 
 MIB = 1024**2
 
@@ -48,7 +48,7 @@ STARTED, FINISHED = 1000.0, 2000.0
 def test_die_event_of_an_earlier_life_leaves_a_clean_exit_a_deliberate_stop() -> None:
     # Life 1 died at 500 (the event was seen); life 2 started at 1000 and exited 0 at 2000
     # while the watchdog was not watching: nothing of life 2 was witnessed.
-    memory = ContainerMemory()
+    memory = ContainerHistory()
     for event in (EngineEvent(500.0, "c1", "die", "llm"), EngineEvent(STARTED, "c1", "start", "llm")):
         memory = remember_event(memory, event)
     assert memory.last_die_at == 500.0
@@ -196,7 +196,7 @@ def test_a_two_gpu_chat_deployment_gets_rpm_and_in_flight_limits_for_two_gpus() 
     assert deployment.max_parallel_requests == 2  # 1 in flight per GPU
     assert plan.serving_gpus == 2 and plan.capacity_rpm == (6.0, 7.0)
     assert plan.global_max_parallel_requests == 3  # 2 / (1 - 30% headroom) = 2.86 -> 3
-    assert plan.share == pytest.approx(5.0 / 7.0) and plan.verdict == Verdict.OK
+    assert plan.share == pytest.approx(5.0 / 7.0) and plan.verdict == CapacityVerdict.OK
 
 
 def test_two_containers_sharing_one_gpu_count_it_once_for_capacity() -> None:
@@ -204,7 +204,7 @@ def test_two_containers_sharing_one_gpu_count_it_once_for_capacity() -> None:
     plan = plan_capacity(members, CapacityPolicy(), host_total=None)
     assert plan.serving_gpus == 1
     assert plan.capacity_rpm == (3.0, 4.0)
-    assert plan.share == pytest.approx(30.0 / 4.0) and plan.verdict == Verdict.OVER_CAPACITY
+    assert plan.share == pytest.approx(30.0 / 4.0) and plan.verdict == CapacityVerdict.OVER_CAPACITY
     assert "(1 GPU(s) at 3-4 rpm)" in plan.text
     assert [(d.name, d.rpm, d.max_parallel_requests) for d in plan.deployments] == [
         ("chat-a", 4, 1),

@@ -16,7 +16,7 @@ from loguru import logger
 from tests.integration.harness import free_port
 from tests.unit.test_gpu_supervisor import fleet, reading
 from watchdog.config import Config, ConfigError, NotifyConfig, NotifyTarget, parse_config
-from watchdog.gpu.nvml import NvmlState
+from watchdog.gpu.readings import NvmlState
 from watchdog.journal import Journal
 from watchdog.model import FaultKind, Verdict
 from watchdog.ops.notices import (

@@ -8,4 +8,5 @@ config, exit codes, the one-line failure); a module per concern holds its comman
 Nothing imports this package except `watchdog.__main__`.
 """
 
-PURE_MODULES: tuple[str, ...] = ()  # no I/O, time passed in (tests/unit/test_purity.py)
+# The modules here that do no I/O and read no clock (checked by tests/unit/test_purity.py).
+PURE_MODULES: tuple[str, ...] = ()

@@ -24,7 +24,8 @@ def gpu() -> None:
 @click.pass_obj
 def gpu_list(obj: Context, as_json: bool) -> None:
     """Every GPU (read now, under the NVML deadline) with its mark, if any."""
-    from watchdog.gpu.nvml import GpuProbe, NvmlState
+    from watchdog.gpu.nvml import GpuProbe
+    from watchdog.gpu.readings import NvmlState
 
     journal = open_journal(obj.config)
     marks = journal.gpu_marks()

@@ -13,4 +13,14 @@ remembers when the watchdog itself acted, so its own kill/die/start events are n
 for an operator's.
 """
 
-PURE_MODULES: tuple[str, ...] = ("labels", "diagnose", "plan", "breaker", "own_actions")  # no I/O, time passed in (tests/unit/test_purity.py)
+# The modules here that do no I/O and read no clock (checked by tests/unit/test_purity.py).
+PURE_MODULES: tuple[str, ...] = (
+    "labels",
+    "diagnose",
+    "plan",
+    "breaker",
+    "own_actions",
+    "fault_book",
+    "in_flight",
+    "event_memory",
+)

@@ -11,4 +11,5 @@ notify, notifications) and `http_endpoint` wires the HTTP server to it.
 Nothing outside this package and `cli` imports it: the rooms it drives never know the loop.
 """
 
-PURE_MODULES: tuple[str, ...] = ()  # no I/O, time passed in (tests/unit/test_purity.py)
+# The modules here that do no I/O and read no clock (checked by tests/unit/test_purity.py).
+PURE_MODULES: tuple[str, ...] = ()

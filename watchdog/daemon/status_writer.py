@@ -48,14 +48,16 @@ class StatusWriter:
             view.decisions,
             view.histories,
             set(restarting),
-            now,
+            now=now,
             dry_run=dry_run,
             engine_up=engine_up,
             journal_write_failures=self.journal.write_failures,
         )
         status["gpu"] = view.gpu.view
         status["router"] = router
-        self.metrics.observe(view.containers, view.diagnosis, view.decisions, view.gpu.view, router, engine_up)
+        self.metrics.observe(
+            view.containers, view.diagnosis, view.decisions, view.gpu.view, router, engine_up=engine_up
+        )
         path = self.state_dir / STATUS_FILE
         try:
             tmp = path.with_suffix(".tmp")

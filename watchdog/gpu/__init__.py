@@ -2,7 +2,8 @@
 
 Observe (I/O): `nvml` (every NVML call, under a deadline), `monitor` (NVML readings on their own
 thread), `xid_events` (NVML's Xid event stream), `kernel_log` (Xid lines from the kernel log at
-start), `pid_map` (GPU process to container through /proc). Judge (pure): `xid` (the Xid table and
+start), `pid_map` (GPU process to container through /proc). Judge (pure): `readings` (what NVML
+showed: GPUs, processes, driver state, PCI bus IDs), `xid` (the Xid table and
 its verdict), `marks` (quarantine, drain and reset marks, and the response to an Xid), `vram`
 (is a model still in GPU memory), `assignment` (which GPUs a container uses), `orphans` (GPU
 processes no running container owns), `status_view` (the GPUs as status shows them), `findings`
@@ -12,4 +13,5 @@ marks in force, alerts said once), `orphan_watch` (orphans said once, the opt-in
 and drives the GPU side of each cycle of the loop.
 """
 
-PURE_MODULES: tuple[str, ...] = ("xid", "marks", "vram", "assignment", "findings")  # no I/O, time passed in (tests/unit/test_purity.py)
+# The modules here that do no I/O and read no clock (checked by tests/unit/test_purity.py).
+PURE_MODULES: tuple[str, ...] = ("xid", "marks", "vram", "assignment", "findings", "orphans", "status_view", "readings")

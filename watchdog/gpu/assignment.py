@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from watchdog.gpu.nvml import GpuSnapshot
+from watchdog.gpu.readings import GpuSnapshot
 
 HOST = "host"  # a live process outside any container
 GONE = "gone"  # NVML lists the PID, but no such process exists (memory held by a dead context)

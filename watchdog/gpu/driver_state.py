@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from loguru import logger
 
 from watchdog.entries import ALERT_DRIVER_HUNG, EntryKind
-from watchdog.gpu.nvml import GpuReading, NvmlState
+from watchdog.gpu.readings import GpuReading, NvmlState
 
 if TYPE_CHECKING:
     from watchdog.journal import Journal

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from watchdog.gpu.readings import normalise_bus_id
 from watchdog.model import XidEvent
 
 SOURCE = "kernel-log"
@@ -36,9 +37,6 @@ XID_LINE = re.compile(
 )
 _PID = re.compile(r"\bpid=(?P<q>['\"]?)(?P<pid>[0-9]{1,10}|<unknown>)(?P=q)")
 _NAME = re.compile(r"\bname=(?P<name>[^,]*)")
-_BUS = re.compile(
-    r"^(?:PCI:)?(?:(?P<domain>[0-9a-fA-F]{1,8}):)?(?P<bus>[0-9a-fA-F]{1,2}):(?P<dev>[0-9a-fA-F]{1,2})(?:\.[0-7])?$"
-)
 # "PRI,SEQ,USEC_SINCE_BOOT,FLAGS[,...];MESSAGE": /dev/kmsg records, and `dmesg -r`-like saves of them.
 _KMSG_RECORD = re.compile(r"^[0-9]{1,10},[0-9]{1,20},(?P<usec>[0-9]{1,20}),[^;]*;(?P<msg>.*)$", re.DOTALL)
 # `dmesg`: "[ 1234.567890] message"
@@ -54,21 +52,6 @@ class KernelLogScan:
     events: tuple[XidEvent, ...]
     error: str | None = None
     source: str = ""
-
-
-def normalise_bus_id(bus: str) -> str:
-    """One spelling for a PCI address, so kernel-log and NVML events can be matched.
-
-    "0000:3b:00", "00000000:3B:00.0" (NVML's busId), "3b:00.0", "PCI:0000:3b:00"
-    all give "0000:3b:00" (4-hex domain, lower case, bus:device, no function).
-    Anything else comes back stripped and lower-cased rather than raising.
-    """
-    text = bus.strip()
-    match = _BUS.match(text)
-    if not match:
-        return text.lower()
-    domain = int(match.group("domain") or "0", 16)
-    return f"{domain:04x}:{int(match.group('bus'), 16):02x}:{int(match.group('dev'), 16):02x}"
 
 
 def parse_xid_line(text: str, at: float) -> XidEvent | None:

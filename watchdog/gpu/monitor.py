@@ -15,7 +15,8 @@ from typing import Any
 
 from loguru import logger
 
-from watchdog.gpu.nvml import GpuProbe, GpuReading, NvmlState
+from watchdog.gpu.nvml import GpuProbe
+from watchdog.gpu.readings import GpuReading, NvmlState
 
 NO_DRIVER_RETRY = 60.0  # a driver may be loaded later; look again now and then, quietly
 

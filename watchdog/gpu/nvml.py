@@ -17,60 +17,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
-
-class NvmlState(StrEnum):
-    OK = "ok"
-    NO_DRIVER = "no-driver"  # no libnvidia-ml, or the driver is not loaded: GPU checks off
-    HUNG = "driver-hung"  # a call did not return within the deadline
-    ERROR = "error"  # NVML answered with an unexpected error
-
-
-class GpuHealth(StrEnum):
-    OK = "ok"
-    LOST = "lost"  # fallen off the bus / Xid 79: needs a host reboot
-    ERROR = "error"
-
-
-@dataclass(frozen=True)
-class GpuProcess:
-    pid: int
-    used_memory: int | None  # None: the driver does not say (e.g. under some virtualisation)
-
-
-@dataclass(frozen=True)
-class GpuSnapshot:
-    """One GPU as NVML showed it; None fields were unsupported or unreadable."""
-
-    index: int
-    health: GpuHealth = GpuHealth.OK
-    uuid: str | None = None
-    bus_id: str | None = None
-    name: str | None = None
-    memory_total: int | None = None
-    memory_used: int | None = None
-    temperature: int | None = None
-    clock_event_reasons: int | None = None
-    ecc_uncorrected: int | None = None
-    retired_pages: int | None = None
-    remapped_rows_pending: bool | None = None
-    processes: tuple[GpuProcess, ...] = ()
-    unsupported: tuple[str, ...] = ()
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class GpuReading:
-    state: NvmlState
-    at: float
-    duration: float
-    gpus: tuple[GpuSnapshot, ...] = ()
-    detail: str = ""
-    driver_version: str | None = None
-    errors: tuple[str, ...] = field(default_factory=tuple)
+from watchdog.gpu.readings import GpuHealth, GpuProcess, GpuReading, GpuSnapshot, NvmlState
 
 
 class _Lost(Exception):
@@ -230,28 +179,3 @@ class GpuProbe:
 
     def close(self) -> None:
         """Nothing to stop: a read in flight finishes (or stays stuck) on its daemon thread."""
-
-
-# nvmlClocksEventReason* bits (nvml.h); the names operators see in nvidia-smi -q.
-CLOCK_EVENT_REASONS = {
-    0x1: "gpu-idle",
-    0x2: "applications-clocks-setting",
-    0x4: "sw-power-cap",
-    0x8: "hw-slowdown",
-    0x10: "sync-boost",
-    0x20: "sw-thermal-slowdown",
-    0x40: "hw-thermal-slowdown",
-    0x80: "hw-power-brake-slowdown",
-    0x100: "display-clock-setting",
-}
-
-
-def clock_reason_names(mask: int | None) -> list[str] | None:
-    """Decode the throttle bitmask; None when unsupported. Idle is not throttling but is shown."""
-    if mask is None:
-        return None
-    names = [name for bit, name in CLOCK_EVENT_REASONS.items() if mask & bit]
-    unknown = mask & ~sum(CLOCK_EVENT_REASONS)
-    if unknown:
-        names.append(f"0x{unknown:x}")
-    return names

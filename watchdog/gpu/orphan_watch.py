@@ -18,8 +18,8 @@ from loguru import logger
 from watchdog.config import Config
 from watchdog.containers.engine import ENGINE_ERRORS
 from watchdog.entries import EntryKind
-from watchdog.gpu.nvml import GpuSnapshot
 from watchdog.gpu.orphans import Orphan, confirm, needs_engine, suspects
+from watchdog.gpu.readings import GpuSnapshot
 from watchdog.model import ContainerSnapshot, ContainerState
 from watchdog.units import format_bytes
 

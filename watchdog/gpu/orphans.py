@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from watchdog.gpu.assignment import GONE, HOST, gpu_key
-from watchdog.gpu.nvml import GpuSnapshot
+from watchdog.gpu.readings import GpuSnapshot
 
 
 @dataclass(frozen=True)

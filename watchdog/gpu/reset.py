@@ -22,7 +22,7 @@ from watchdog.entries import ALERT_GPU_RESET, EntryKind
 from watchdog.gpu.assignment import gpu_key
 from watchdog.gpu.mark_book import MarkBook
 from watchdog.gpu.marks import GpuCondition, GpuMark
-from watchdog.gpu.nvml import GpuHealth, NvmlState
+from watchdog.gpu.readings import GpuHealth, NvmlState
 
 if TYPE_CHECKING:
     from watchdog.gpu.monitor import GpuMonitor

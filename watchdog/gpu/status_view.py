@@ -7,7 +7,7 @@ from typing import Any
 
 from watchdog.gpu.assignment import GpuAssignment, gpu_key
 from watchdog.gpu.marks import GpuMark
-from watchdog.gpu.nvml import GpuReading, GpuSnapshot, clock_reason_names
+from watchdog.gpu.readings import GpuReading, GpuSnapshot, clock_reason_names
 from watchdog.gpu.vram import VramView
 from watchdog.model import ContainerSnapshot
 

@@ -27,9 +27,10 @@ from watchdog.gpu.findings import GpuFindings
 from watchdog.gpu.mark_book import MarkBook
 from watchdog.gpu.marks import GpuMark, held_containers, unusable
 from watchdog.gpu.monitor import GpuMonitor
-from watchdog.gpu.nvml import GpuHealth, GpuProbe, GpuReading, GpuSnapshot, NvmlState
+from watchdog.gpu.nvml import GpuProbe
 from watchdog.gpu.orphan_watch import OrphanWatch
 from watchdog.gpu.pid_map import owners, sees_host_pids
+from watchdog.gpu.readings import GpuHealth, GpuReading, GpuSnapshot, NvmlState
 from watchdog.gpu.reset import GpuReset
 from watchdog.gpu.status_view import status_view
 from watchdog.gpu.vram import VramView, vram_views

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from watchdog.gpu.assignment import GpuAssignment, gpu_key, process_owners
-from watchdog.gpu.nvml import GpuHealth, GpuSnapshot
+from watchdog.gpu.readings import GpuHealth, GpuSnapshot
 from watchdog.model import ContainerSnapshot, ContainerState
 from watchdog.units import format_bytes
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from watchdog.gpu.kernel_log import normalise_bus_id
+from watchdog.gpu.readings import normalise_bus_id
 from watchdog.model import XidEvent
 from watchdog.units import parse_duration
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from loguru import logger
 
-from watchdog.gpu.kernel_log import normalise_bus_id as kernel_bus_id
+from watchdog.gpu.readings import normalise_bus_id as kernel_bus_id
 from watchdog.model import XidEvent
 
 STARTING = "starting"

@@ -22,11 +22,11 @@ from loguru import logger
 from watchdog.config import Config
 from watchdog.entries import EntryKind
 from watchdog.gpu.assignment import GONE, HOST, GpuAssignment, gpu_key
-from watchdog.gpu.kernel_log import normalise_bus_id, scan_kernel_log
+from watchdog.gpu.kernel_log import scan_kernel_log
 from watchdog.gpu.mark_book import MarkBook
 from watchdog.gpu.marks import GpuCondition, XidResponse, mark_or_alert, respond_to_xid
-from watchdog.gpu.nvml import GpuSnapshot
 from watchdog.gpu.pid_map import owner_of
+from watchdog.gpu.readings import GpuSnapshot, normalise_bus_id
 from watchdog.gpu.xid import XidTable, XidVerdict, classify, default_table, with_overrides
 from watchdog.model import ContainerSnapshot, XidEvent
 

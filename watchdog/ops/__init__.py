@@ -9,4 +9,5 @@ one implementation for the CLI and the HTTP endpoint), `connect` (the engine cli
 and the fleet snapshot the way the CLI and the daemon open them).
 """
 
-PURE_MODULES: tuple[str, ...] = ("notices",)  # no I/O, time passed in (tests/unit/test_purity.py)
+# The modules here that do no I/O and read no clock (checked by tests/unit/test_purity.py).
+PURE_MODULES: tuple[str, ...] = ("notices", "messages")

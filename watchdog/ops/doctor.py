@@ -15,7 +15,7 @@ from typing import Any
 
 from watchdog.config import Config, RamPreflightConfig
 from watchdog.gpu.assignment import resolve
-from watchdog.gpu.nvml import GpuReading, NvmlState
+from watchdog.gpu.readings import GpuReading, NvmlState
 from watchdog.model import ContainerSnapshot
 from watchdog.ops.messages import ENGINE_FIX
 from watchdog.units import format_bytes

@@ -113,6 +113,7 @@ class Metrics:
         decisions: Sequence[Decision],
         gpu_view: Mapping[str, Any],
         router_view: Mapping[str, Any],
+        *,
         engine_up: bool,
     ) -> None:
         """Gauges from what the cycle saw (the same data `status` shows)."""

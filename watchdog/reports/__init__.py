@@ -5,4 +5,5 @@
 HTML file). The CLI reads the journal and writes the file; these only compute.
 """
 
-PURE_MODULES: tuple[str, ...] = ("restart_rates", "timeline", "html")  # no I/O, time passed in (tests/unit/test_purity.py)
+# The modules here that do no I/O and read no clock (checked by tests/unit/test_purity.py).
+PURE_MODULES: tuple[str, ...] = ("restart_rates", "timeline", "html")

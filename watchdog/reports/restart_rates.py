@@ -146,14 +146,26 @@ def build(
     rows = []
     for name in sorted(set(restarts_of) | set(events_of)):
         gpus = sorted(gpus_of.get(name, set()))
-        rows.append(_row(name, restarts_of[name], events_of[name], window, threshold, down.get(name, 0.0), gpus))
+        rows.append(
+            _row(
+                name,
+                restarts_of[name],
+                events_of[name],
+                window,
+                threshold=threshold,
+                down=down.get(name, 0.0),
+                gpus=gpus,
+            )
+        )
     gpu_rows = []
     for gpu in sorted({g for r in rows for g in r.gpus}, key=gpu_order):
         members = [r.name for r in rows if gpu in r.gpus]
         mine = [a for name in members for a in restarts_of[name]]
         events = [e for name in members for e in events_of[name]]
-        gpu_rows.append(_row(gpu, mine, events, window, threshold, None, []))
-    fleet = _row("fleet", restarts, [e for e in in_window if e.get("container")], window, threshold, None, [])
+        gpu_rows.append(_row(gpu, mine, events, window, threshold=threshold, down=None, gpus=[]))
+    fleet = _row(
+        "fleet", restarts, [e for e in in_window if e.get("container")], window, threshold=threshold, down=None, gpus=[]
+    )
     if rows:
         fleet.availability_pct = round(sum(r.availability_pct or 0.0 for r in rows) / len(rows), 3)
     return Report(window, threshold, rows, gpu_rows, fleet)
@@ -168,6 +180,7 @@ def _row(
     restarts: Sequence[ActionRow],
     events: Sequence[Mapping[str, Any]],
     window: Window,
+    *,
     threshold: int,
     down: float | None,
     gpus: list[str],

@@ -12,4 +12,5 @@ callback's heartbeat), `proxy_sync` (what the proxy has loaded, its restarts, up
 memory limits the plan asks for), `limit_watch` (when a memory-limit pass runs, off the loop's thread).
 """
 
-PURE_MODULES: tuple[str, ...] = ("capacity", "litellm_config")  # no I/O, time passed in (tests/unit/test_purity.py)
+# The modules here that do no I/O and read no clock (checked by tests/unit/test_purity.py).
+PURE_MODULES: tuple[str, ...] = ("capacity", "litellm_config", "memory_limit_plan", "wanted_config")
