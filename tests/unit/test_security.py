@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from watchdog.config import ConfigError, load_config, parse_config
@@ -129,7 +129,26 @@ values = st.recursive(
 trees = st.dictionaries(st.sampled_from(sections) | st.text(max_size=15), values, max_size=6)
 
 
+# Found by the fuzzer: a nested mapping under http was echoed in full, a 400-character "one line".
+ECHOED_IN_FULL = {
+    "http": {
+        "": {
+            "": None,
+            "\x82YX\x8as": None,
+            "\U00010e680\ufe1eN\tt\U0009402d": 1.2664061875417247e125,
+            "\n\U0009517bh\x04F\U000b18a5\xab\xcac-\U000f3ba2\xe1": None,
+        },
+        "\xd3\U000da382\xe4bC\x9e\U00096c48\xa0\xe3\U00020a51\xa6\x0c": [
+            None,
+            None,
+            {"0\U0002ebe1": None, "000\U00012544": None, "0000000": None, '000000000"\x1f\U00018d09': None},
+        ],
+    }
+}
+
+
 @given(trees)
+@example(ECHOED_IN_FULL)
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 def test_fuzzed_config_is_a_config_or_one_clear_line(data: dict[str, Any]) -> None:
     try:
@@ -148,6 +167,33 @@ def test_fuzzed_config_text_is_a_config_or_one_clear_line(tmp_path: Path, text: 
         load_config(path, env={}, secrets=False)
     except ConfigError as exc:
         assert str(exc).startswith("config: ") and "\n" not in str(exc), str(exc)
+
+
+@pytest.mark.parametrize(
+    ("data", "culprit"),
+    [
+        ({"label_prefix": "a b" * 2000}, "label_prefix='a ba ba b"),
+        ({"x\n" * 2000: 1}, "unknown key 'x\\nx\\n"),
+        ({"capacity": {"memory": {"chat\n" * 500: {}}}}, "capacity.memory.chat\\n"),
+        ({"http": {"nested": ["x" * 1000] * 10}}, "http="),
+        ({"poll_interval": 10**5000}, "poll_interval=<int too long to show>"),
+    ],
+)
+def test_a_long_value_or_key_is_echoed_short(data: dict[str, Any], culprit: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(data, env={}, secrets=False)
+    text = str(raised.value)
+    assert culprit in text and ("..." in text or "too long" in text), text
+    assert "\n" not in text and len(text) < 400, text
+
+
+@pytest.mark.parametrize("text", ["poll_interval: 2024-13-01", "poll_interval: " + "1" * 5000])
+def test_yaml_python_cannot_convert_is_one_line(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "watchdog.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match="cannot convert") as raised:
+        load_config(path, env={}, secrets=False)
+    assert "\n" not in str(raised.value) and len(str(raised.value)) < 400
 
 
 @pytest.mark.parametrize(

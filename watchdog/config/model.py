@@ -1,0 +1,156 @@
+"""The settings themselves: frozen dataclasses with their defaults, the error type, the env names.
+
+Why a module of its own: every part of the daemon reads a Config, and most only need these
+types, not the parsers. Defaults live here, beside each field, so the documented value and
+the one used are the same line. Pure: no I/O and no parsing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from watchdog.ops.notices import NOTIFY_EVENTS
+from watchdog.router.capacity import CapacityPolicy
+
+ENV_CONFIG = "GPU_WATCHDOG_CONFIG"
+ENV_STATE_DIR = "GPU_WATCHDOG_STATE_DIR"
+ENV_DRY_RUN = "GPU_WATCHDOG_DRY_RUN"
+ENV_LOG_FORMAT = "GPU_WATCHDOG_LOG_FORMAT"
+ENV_LOG_LEVEL = "GPU_WATCHDOG_LOG_LEVEL"
+
+
+class ConfigError(ValueError):
+    """Bad configuration; the message is one line naming the key and the fix."""
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    """Crash-loop breaker, after systemd's StartLimitBurst/IntervalSec."""
+
+    max_restarts: int = 5
+    window: float = 300.0
+    backoff_initial: float = 10.0
+    backoff_max: float = 60.0
+    cooldown: float = 3600.0
+
+
+@dataclass(frozen=True)
+class RamPreflightConfig:
+    """Refuse a (re)start unless MemAvailable >= need x factor + reserve (seed 004)."""
+
+    enabled: bool = True
+    factor: float = 1.1
+    reserve: int = 1024**3
+
+
+DEFAULT_RESET_COMMAND = ("nvidia-smi", "--gpu-reset", "-i", "{uuid}")
+
+
+@dataclass(frozen=True)
+class GpuConfig:
+    """NVML checks: zero-VRAM, Xid faults, quarantine (issue 3). Off by itself when no driver loads."""
+
+    enabled: bool = True
+    deadline: float = 2.0  # an NVML read that takes longer means "driver hung"
+    zero_vram_threshold: int = 100 * 1024**2  # GPU used memory under this = model gone (no PID mapping)
+    pid_mapping: bool = True  # map NVML's host PIDs to containers when this process can see them
+    xid_events: bool = True
+    kernel_log: str | None = "/dev/kmsg"  # scanned once at start-up for earlier Xids; None: off
+    xid_overrides: Mapping[Any, Any] = field(default_factory=dict)  # same format as the shipped table's xids
+    reset: bool = False  # opt-in: stop its containers, run reset_command, verify, start them
+    reset_command: tuple[str, ...] = DEFAULT_RESET_COMMAND
+    reset_timeout: float = 120.0
+    kill_orphans: bool = False  # opt-in: SIGKILL GPU processes of no live container (host PIDs only)
+    max_quarantined_fraction: float = 0.5  # never quarantine more than this share of the GPUs automatically
+
+
+ALL_DOWN_MODES = ("route-anyway", "fail-fast")
+
+
+@dataclass(frozen=True)
+class LitellmConfig:
+    """The LiteLLM proxy in front of the fleet: its config file and its rotation (issue 4)."""
+
+    enabled: bool = False  # render the config and keep the rotation file in step every cycle
+    template: str = "litellm/config.template.yaml"
+    out: str = "litellm/config.yaml"  # rotation.json and the callback module are written next to it
+    proxy_url: str | None = None  # e.g. http://127.0.0.1:4000: watched, and checked after a restart
+    proxy_container: str | None = None  # restarted (docker restart) when the deployment set changes
+    restart_command: tuple[str, ...] | None = None  # or this argv (no shell), e.g. [systemctl, restart, litellm]
+    restart_timeout: float = 60.0  # how long the proxy may take to answer again after a restart
+    all_down: str = "route-anyway"  # every deployment of a model out: route-anyway (LiteLLM decides) | fail-fast
+    stale_after: float = 15.0  # the callback ignores a rotation file older than this (watchdog gone)
+    recovery_probe_interval: float = 0.5  # probe interval for a deployment out of rotation
+
+
+@dataclass(frozen=True)
+class NotifyTarget:
+    """One place notifications go. `url` and header values are secrets: never in a repr, a log or an error."""
+
+    name: str
+    kind: str  # webhook | slack | discord | apprise
+    url: str = field(repr=False)
+    url_env: str | None = None  # where the URL came from, when from the environment
+    events: tuple[str, ...] = NOTIFY_EVENTS
+    key: str = "text"  # webhook: the JSON key of the message text
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    def describe(self) -> str:
+        """Name, kind and where the URL comes from; no secret."""
+        source = f"url from ${self.url_env}" if self.url_env else "url in the config file"
+        return f"{self.name} ({self.kind}, {source})"
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """Webhook notifications on state transitions; no targets: off."""
+
+    targets: tuple[NotifyTarget, ...] = ()
+    dedup_window: float = 300.0  # the same event about the same container/GPU is sent once per window
+    rate_limit_per_minute: int = 10  # per target; the rest are counted and reported with the next one
+    timeout: float = 5.0  # per HTTP request
+    retries: int = 1  # further attempts after a failed send (connection error, timeout, HTTP 429 or 5xx)
+    host: str | None = None  # the name messages give this machine; None: its host name
+
+
+@dataclass(frozen=True)
+class Config:
+    """The daemon's settings: top-level knobs, then one section per concern; frozen, shared by every part."""
+
+    poll_interval: float = 5.0
+    probe_timeout: float = 3.0
+    failure_threshold: int = 3
+    default_start_period: float = 120.0
+    max_concurrent_restarts: int = 1
+    recovery_timeout: float | None = None
+    stop_settle: float = 0.3
+    label_prefix: str = "gpu-watchdog"
+    dry_run: bool = False
+    events: bool = True
+    state_dir: str | None = None
+    log_format: str = "text"
+    log_level: str = "INFO"
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    ram_preflight: RamPreflightConfig = field(default_factory=RamPreflightConfig)
+    gpu: GpuConfig = field(default_factory=GpuConfig)
+    capacity: CapacityPolicy = field(default_factory=CapacityPolicy)
+    litellm: LitellmConfig = field(default_factory=LitellmConfig)
+    http: str = "127.0.0.1:9108"  # /metrics, /healthz, /status; "off" disables it
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+
+    def resolved_state_dir(self, env: Mapping[str, str] | None = None) -> Path:
+        """state_dir, else $XDG_STATE_HOME/gpu-watchdog, else ~/.local/state/gpu-watchdog."""
+        env = os.environ if env is None else env
+        if self.state_dir:
+            return Path(self.state_dir).expanduser()
+        base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(base) / "gpu-watchdog"
+
+
+_LOG_FORMATS = ("text", "json")
+MEMORY_LIMIT_MODES = ("off", "report", "enforce")
+_LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
