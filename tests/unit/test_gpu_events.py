@@ -26,9 +26,12 @@ import json, sys, threading, time
 from watchdog.gpu.xid_events import XidWatcher
 
 events, states = [], []
+_emitting = threading.Lock()  # the watcher's thread and the main thread both emit: one whole line at a time
 
 def emit(kind, **fields):
-    print(json.dumps({"kind": kind, **fields}), flush=True)
+    with _emitting:
+        sys.stdout.write(json.dumps({"kind": kind, **fields}) + "\\n")
+        sys.stdout.flush()
 
 def on_event(e):
     events.append(e)

@@ -65,9 +65,16 @@ def imports_of(module: str) -> list[Import]:
             found += [Import(a.name, node.lineno) for a in node.names if a.name.startswith("watchdog")]
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("watchdog"):
             for alias in node.names:
-                candidate = f"{node.module}.{alias.name}"
-                found.append(Import(candidate if candidate in ALL else node.module, node.lineno))
+                found.append(Import(defining_module(node.module, alias.name), node.lineno))
     return found
+
+
+def defining_module(module: str, name: str) -> str:
+    """Where an imported name really lives: a package's re-export counts as its defining module."""
+    if f"{module}.{name}" in ALL:
+        return f"{module}.{name}"  # a submodule
+    defined_in = getattr(getattr(importlib.import_module(module), name, None), "__module__", None)
+    return defined_in if isinstance(defined_in, str) and defined_in in ALL else module
 
 
 ALL = set(all_modules())

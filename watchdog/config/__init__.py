@@ -61,3 +61,7 @@ __all__ = [
     "parse_config",
     "parse_listen",
 ]
+
+# The modules here that do no I/O and read no clock (checked by tests/unit/test_purity.py);
+# `load` reads the file, so it is not one of them.
+PURE_MODULES: tuple[str, ...] = ("model", "fields", "parse", "notify")
