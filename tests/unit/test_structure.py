@@ -151,3 +151,13 @@ def test_long_parameter_lists_are_keyword_only() -> None:
             if len(positional) > POSITIONAL_MAX:
                 too_many[where] = len(positional)
     assert too_many == {}
+
+
+def test_no_two_classes_share_a_name() -> None:
+    """One name per concept: two `Notifier`s or two `Verdict`s make a reader guess which is meant."""
+    seen: dict[str, list[str]] = {}
+    for where, node in classes_and_functions():
+        if isinstance(node, ast.ClassDef):
+            seen.setdefault(node.name, []).append(where)
+    assert len(seen) > 50
+    assert {name: places for name, places in seen.items() if len(places) > 1} == {}

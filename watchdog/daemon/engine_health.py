@@ -12,6 +12,7 @@ from loguru import logger
 
 from watchdog.entries import EntryKind
 from watchdog.journal import Journal
+from watchdog.ops.messages import engine_unreachable
 from watchdog.ops.metrics import Metrics
 
 MAX_BACKOFF = 30.0  # seconds between retries while the engine is down, at most
@@ -38,7 +39,7 @@ class EngineHealth:
         if self.up:
             self.up = False
             self.down_since = now
-            logger.error("Docker engine unreachable ({}); retrying with backoff, no action until it is back", why)
+            logger.error("{}", engine_unreachable(why, "retrying with backoff, no action until it is back"))
             self.journal.record(EntryKind.ENGINE_DOWN, f"Docker engine unreachable: {why}", ts=now)
         else:
             self.backoff = min(self.backoff * 2, MAX_BACKOFF)
