@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from watchdog.entries import ALERT_DRIVER_HUNG, GPU_MARK_KINDS, ActionKind, EntryKind
+from watchdog.entries import ALERT_DRIVER_HUNG, ActionKind, EntryKind
 from watchdog.reports.restart_rates import END_KINDS, Window, gpu_order, is_restart
 
 if TYPE_CHECKING:  # the journal is I/O; the timeline only reads its rows
@@ -144,8 +144,8 @@ def _gpu_mark_kind(kind: str) -> str:
         return "gpu-reset"
     if kind == EntryKind.ALERT:
         return "alert"
-    if kind in GPU_MARK_KINDS:
-        return "gpu-mark"  # gpu-quarantined, gpu-drained, gpu-resetting
+    if kind.startswith("gpu-") and kind != EntryKind.GPU_ERROR:
+        return "gpu-mark"  # GPU_MARK_KINDS, or a condition a newer version marks (read as a mark, like gpu_marks())
     return ""
 
 
