@@ -113,6 +113,7 @@ class ContainerSnapshot:
     memory_swap: int = 0  # HostConfig.MemorySwap: RAM + swap (0: unset, -1: unlimited)
     healthcheck_start_period: float | None = None
     stop_timeout: float | None = None  # the container's own StopTimeout
+    stop_signal: int | None = None  # the container's own StopSignal (None: the engine's default, SIGTERM)
     endpoint: str | None = None
     gpus: tuple[str, ...] = ()
     restart_policy: str = "no"

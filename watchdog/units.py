@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import signal
 
 MAX_BYTES = 1024**5  # 1 PiB: anything larger is a typo, not a model
 MAX_SECONDS = 365 * 24 * 3600.0
@@ -87,3 +88,19 @@ def format_bytes(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} TiB"
+
+
+def parse_signal(text: str | None) -> int | None:
+    """A container's StopSignal as the engine stores it ("SIGKILL", "KILL", "9") to its number; None if unknown.
+
+    None (and anything unreadable, e.g. "SIGRTMIN+3") means "not known": callers then treat the
+    stop signal as the engine's default, SIGTERM.
+    """
+    if not text:
+        return None
+    value = text.strip().upper()
+    if value.isdigit():
+        return int(value)
+    name = value if value.startswith("SIG") else "SIG" + value
+    found = getattr(signal.Signals, name, None) if name.isidentifier() else None
+    return int(found) if found is not None else None

@@ -93,6 +93,7 @@ class Fleet:
         restart_policy: str | None = None,
         endpoint: bool = True,
         host_port: int | None = None,
+        stop_signal: str | None = None,
         **label_values: str,
     ) -> Any:
         full = f"gwt-{RUN_ID}-{name}"
@@ -110,6 +111,7 @@ class Fleet:
             ports={"8080/tcp": ("127.0.0.1", host_port)},
             healthcheck=healthcheck,
             restart_policy={"Name": restart_policy} if restart_policy else None,
+            stop_signal=stop_signal,
         )
         self.names.append(full)
         return container

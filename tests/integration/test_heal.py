@@ -128,6 +128,32 @@ def test_docker_stop_is_left_stopped(fleet: Fleet, daemons: list[Daemon], tmp_pa
     wait_for(lambda: ok_restarts(daemon, name), 15, "the restarted-then-crashed container healed")
 
 
+def test_docker_stop_of_a_sigkill_container_is_left_stopped_and_its_kill_healed(
+    fleet: Fleet, daemons: list[Daemon], tmp_path: Path, prefix: str
+) -> None:
+    """Its `docker stop` sends SIGKILL, as `docker kill` does: only the stop event after the die tells them apart."""
+    fleet.start("a", stop_signal="SIGKILL")
+    fleet.wait_ready("a")
+    daemon = new_daemon(daemons, tmp_path, prefix).start()
+    name = fleet.get("a").name
+    for attempt in range(6):
+        fleet.get("a").stop(timeout=5)
+        wait_for(
+            lambda n=attempt + 1: len(daemon.entries(kind="manual-stop", container=name)) >= n,
+            10,
+            f"stop {attempt + 1} to be journaled",
+        )
+        time.sleep(1.0)  # several polls and the settle wait, well past stop_settle
+        assert fleet.state("a")["Status"] == "exited", f"restarted after stop {attempt + 1}"
+        fleet.get("a").start()
+        fleet.wait_ready("a")
+    assert daemon.restarts(name) == []
+    assert daemon.entries(kind="detected", container=name) == []
+    fleet.get("a").kill()  # SIGKILL with no stop event: healed
+    wait_for(lambda: ok_restarts(daemon, name), 15, "a restart of the killed container")
+    assert "(docker kill)" in daemon.entries(kind="detected", container=name)[0]["reason"]
+
+
 def test_unmanaged_and_lookalike_containers_are_untouched(
     fleet: Fleet, daemons: list[Daemon], tmp_path: Path, prefix: str
 ) -> None:

@@ -102,12 +102,9 @@ def _stopped(container: ContainerSnapshot, history: ContainerHistory, config: Co
     witnessed = history.last_die_at is not None and history.last_die_at >= started
     if witnessed:
         assert history.last_die_at is not None
-        politely_signalled = (
-            history.last_kill_at is not None
-            and history.last_kill_at >= started
-            and history.last_kill_signal not in (None, SIGKILL)
-        )
-        if politely_signalled and now - history.last_die_at < config.stop_settle:
+        signalled = history.last_kill_at is not None and history.last_kill_at >= started
+        politely_signalled = signalled and history.last_kill_signal not in (None, SIGKILL)
+        if may_be_a_stop(container, history, signalled) and now - history.last_die_at < config.stop_settle:
             return Note(
                 container.id, NoteKind.SETTLING, "died after a stop signal: waiting briefly for the engine's stop event"
             )
@@ -133,6 +130,19 @@ def _stopped(container: ContainerSnapshot, history: ContainerHistory, config: Co
     return _fault(
         container, FaultKind.STOPPED, container.finished_at or now, _describe_exit(container) + " (seen at start-up)"
     )
+
+
+def may_be_a_stop(container: ContainerSnapshot, history: ContainerHistory, signalled: bool) -> bool:
+    """Could this kill + die be a `docker stop` whose stop event has not arrived yet?
+
+    `docker stop` sends the container's stop signal, then the engine emits die and, just after,
+    stop; the die can be handled first. Any signal other than SIGKILL is one an operator's stop
+    may send. SIGKILL is one only for a container whose own stop signal is SIGKILL (STOPSIGNAL in
+    its image, or --stop-signal): for the others it is `docker kill`, healed without waiting.
+    """
+    if not signalled or history.last_kill_signal is None:
+        return False
+    return history.last_kill_signal != SIGKILL or container.stop_signal == SIGKILL
 
 
 def _fault(container: ContainerSnapshot, kind: FaultKind, since: float, reason: str) -> Fault:

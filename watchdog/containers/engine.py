@@ -22,6 +22,7 @@ import requests.exceptions
 
 from watchdog.containers.labels import gpus_from_engine, parse_spec, unknown_labels
 from watchdog.model import ContainerSnapshot, ContainerState, Health
+from watchdog.units import parse_signal
 
 INSPECT_MAX_AGE = 60.0  # at most; each container's own age is 30-60 s, so a fleet is not re-inspected in one cycle
 _ID_RE = re.compile(r"[0-9a-f]{64}")
@@ -137,6 +138,7 @@ def snapshot_from_inspect(attrs: dict[str, Any], prefix: str, is_self: bool = Fa
         memory_swap=int(host.get("MemorySwap") or 0),
         healthcheck_start_period=start_period_ns / 1e9 if start_period_ns else None,
         stop_timeout=float(stop_timeout) if stop_timeout is not None else None,
+        stop_signal=parse_signal(config.get("StopSignal")),
         endpoint=endpoint,
         gpus=gpus,
         restart_policy=str((host.get("RestartPolicy") or {}).get("Name") or "no"),
