@@ -6,8 +6,10 @@ these types, so the pure steps (diagnose, plan) can be tested with literals.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 NOT_SENT = "not sent"  # outcome prefix of an action whose call never reached the engine: not an attempt
 
@@ -56,6 +58,7 @@ class FaultKind(StrEnum):
     GPU_XID = "gpu-xid"  # an Xid the table says the container caused: restart it
     UNHEALTHY = "unhealthy"
     ENDPOINT_FAILING = "endpoint-failing"
+    WEDGED = "wedged"  # /health may answer, but work waits while its token counters stand still
 
 
 # The seed's detection order: stopped first, then VRAM, then health endpoints.
@@ -65,6 +68,7 @@ SEVERITY: dict[FaultKind, int] = {
     FaultKind.GPU_XID: 1,
     FaultKind.UNHEALTHY: 2,
     FaultKind.ENDPOINT_FAILING: 2,
+    FaultKind.WEDGED: 2,
 }
 
 
@@ -92,6 +96,8 @@ class ContainerSpec:
     model: str | None = None
     model_size: int | None = None
     api_base: str | None = None  # what LiteLLM calls; default: the endpoint's origin + /v1
+    server: str | None = None  # llama.cpp | vllm | openai; None: detected from its /metrics
+    stall_window: float | None = None  # progress stall that makes it wedged; None: serving.stall_window
 
 
 @dataclass(frozen=True)
@@ -190,6 +196,7 @@ class Fault:
     priority: int = 0
     gpus: tuple[str, ...] = ()
     life: float | None = None  # StartedAt of the container life it belongs to
+    evidence: Mapping[str, Any] | None = field(default=None, compare=False)  # for the journal's detail
 
     @property
     def severity(self) -> int:

@@ -22,6 +22,7 @@ from watchdog.containers.diagnose import ProbeHistory
 from watchdog.containers.own_actions import OwnActionWindows
 from watchdog.gpu.findings import GpuFindings
 from watchdog.model import ContainerSnapshot, Decision, Diagnosis
+from watchdog.serving.findings import ServingFindings
 
 if TYPE_CHECKING:  # types only: importing this module opens no client or database
     import docker
@@ -50,6 +51,7 @@ class CycleView:
     diagnosis: Diagnosis = field(default_factory=Diagnosis)
     decisions: tuple[Decision, ...] = ()
     gpu: GpuFindings = field(default_factory=GpuFindings)
+    serving: ServingFindings = field(default_factory=ServingFindings)
 
 
 class Subsystem(Protocol):

@@ -6,13 +6,20 @@ behaves like an inference server from the outside -- a model-loading phase on
 /health, /v1/models, /v1/chat/completions -- and offers fault switches
 (POST /fault/<name>) that reproduce the failures the watchdog must handle:
 crashes, hangs, unhealthy health checks, a slow server (POST /fault/slow?seconds=S&every=N:
-every Nth health check answers S seconds late) and a model silently dropped from GPU
-memory. It also runs directly on the host for debugging:
+every Nth health check answers S seconds late), a model silently dropped from GPU
+memory, and what a real server cannot be made to do on demand: a wedged inference loop
+(POST /fault/wedge: completions never answer, /health stays 200, the /metrics token counter
+freezes while requests_processing > 0), slow generation (POST /fault/slow-tokens?per_token=S:
+counters move, slowly) and failing completions (POST /fault/completions-5xx: HTTP 500, /health
+ok). /metrics (llama.cpp's names: llamacpp:tokens_predicted_total, :requests_processing,
+:requests_deferred) and /slots count its completions' tokens, so the watchdog's progress probe
+is tested against it. It also runs directly on the host for debugging:
 ``python3 compose/standin/server.py``.
 
 Environment: PORT (8080), MODEL_NAME (standin), LOAD_SECONDS (0),
 RESPONSE_DELAY (0), CRASH_ON_START (exit 3 after CRASH_DELAY, default 0.5 s),
-IGNORE_SIGTERM.
+IGNORE_SIGTERM, SLOTS (1: completions generated at once; more wait, counted as deferred),
+TOKENS (8: tokens per completion unless the request's max_tokens says).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-FAULTS = ("crash", "hang", "unhealthy", "clear", "vram-lost", "slow")
+FAULTS = ("crash", "hang", "unhealthy", "clear", "vram-lost", "slow", "wedge", "slow-tokens", "completions-5xx")
 MAX_EXIT_CODE = 255
 
 
@@ -71,6 +78,31 @@ def parse_slow(query: dict[str, list[str]]) -> tuple[float, int] | None:
     return (seconds, every) if seconds >= 0 and every >= 1 else None
 
 
+def parse_per_token(query: dict[str, list[str]]) -> float | None:
+    """Seconds per token of POST /fault/slow-tokens?per_token=S; None if invalid."""
+    try:
+        seconds = float(query.get("per_token", ["0.5"])[0])
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+METRICS_TEMPLATE = """\
+# HELP llamacpp:prompt_tokens_total Number of prompt tokens processed.
+# TYPE llamacpp:prompt_tokens_total counter
+llamacpp:prompt_tokens_total {prompt}
+# HELP llamacpp:tokens_predicted_total Number of generation tokens processed.
+# TYPE llamacpp:tokens_predicted_total counter
+llamacpp:tokens_predicted_total {predicted}
+# HELP llamacpp:requests_processing Number of requests processing.
+# TYPE llamacpp:requests_processing gauge
+llamacpp:requests_processing {processing}
+# HELP llamacpp:requests_deferred Number of requests deferred.
+# TYPE llamacpp:requests_deferred gauge
+llamacpp:requests_deferred {deferred}
+"""
+
+
 class State:
     """Mutable server state shared by all handler threads."""
 
@@ -89,6 +121,62 @@ class State:
         self.slow_seconds = 0.0
         self.slow_every = 1
         self.health_checks = 0
+        self.slots = max(1, int(env_float("SLOTS", 1)))
+        self.default_tokens = max(1, int(env_float("TOKENS", 8)))
+        self.slot_free = threading.Semaphore(self.slots)
+        self.wedged = threading.Event()
+        self.per_token = 0.0
+        self.completions_5xx = False
+        self.tokens_predicted = 0
+        self.prompt_tokens = 0
+        self.processing = 0
+        self.deferred = 0
+        self.decoded: dict[int, int] = {}  # slot id -> tokens decoded in its current task
+
+    def generate(self, tokens: int) -> None:
+        """The inference loop for one completion: wait for a slot, then decode `tokens`.
+
+        A wedged server takes the request (it counts as processing or deferred) and never
+        decodes: the counters freeze while work is waiting, as a hung llama.cpp's do.
+        """
+        with self._lock:
+            self.deferred += 1
+        self.slot_free.acquire()
+        with self._lock:
+            self.deferred -= 1
+            self.processing += 1
+            slot = min(set(range(self.slots)) - set(self.decoded))
+            self.decoded[slot] = 0
+        try:
+            for _ in range(tokens):
+                if self.wedged.is_set():
+                    threading.Event().wait()  # forever: this thread is a daemon
+                if self.per_token:
+                    time.sleep(self.per_token)
+                with self._lock:
+                    self.tokens_predicted += 1
+                    self.decoded[slot] += 1
+        finally:
+            with self._lock:
+                self.processing -= 1
+                del self.decoded[slot]
+            self.slot_free.release()
+
+    def metrics_text(self) -> str:
+        with self._lock:
+            return METRICS_TEMPLATE.format(
+                prompt=self.prompt_tokens,
+                predicted=self.tokens_predicted,
+                processing=self.processing,
+                deferred=self.deferred,
+            )
+
+    def slots_view(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                {"id": i, "is_processing": i in self.decoded, "n_decoded": self.decoded.get(i, 0)}
+                for i in range(self.slots)
+            ]
 
     def health_delay(self) -> float:
         """How late this health check answers (POST /fault/slow)."""
@@ -127,7 +215,7 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt: str, *args: object) -> None:
         sys.stderr.write(f"standin: {self.address_string()} {fmt % args}\n")
 
-    def send_json(self, status: int, body: dict[str, Any]) -> None:
+    def send_json(self, status: int, body: Any) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -173,6 +261,16 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/v1/models":
             model = {"id": state.model, "object": "model", "owned_by": "standin"}
             self.send_json(HTTPStatus.OK, {"object": "list", "data": [model]})
+        elif path == "/metrics":
+            data = state.metrics_text().encode()
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+        elif path == "/slots":
+            self.send_json(HTTPStatus.OK, state.slots_view())
         elif path == "/debug/state":
             self.send_json(HTTPStatus.OK, state.snapshot())
         else:
@@ -194,17 +292,27 @@ class Handler(BaseHTTPRequestHandler):
         if state.loading:
             self.loading_error()
             return
+        request: Any = {}
         if body:
             try:
-                json.loads(body)
+                request = json.loads(body)
             except ValueError:
                 self.send_json(
                     HTTPStatus.BAD_REQUEST,
                     {"error": {"message": "body is not JSON", "type": "invalid_request_error", "code": 400}},
                 )
                 return
+        if state.completions_5xx:
+            self.send_json(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                {"error": {"message": "completion failed (fault)", "type": "server_error", "code": 500}},
+            )
+            return
         if state.response_delay:
             time.sleep(state.response_delay)
+        max_tokens = request.get("max_tokens") if isinstance(request, dict) else None
+        tokens = max_tokens if isinstance(max_tokens, int) and 0 < max_tokens <= 4096 else state.default_tokens
+        state.generate(tokens)
         state.count_request()
         self.send_json(
             HTTPStatus.OK,
@@ -223,7 +331,7 @@ class Handler(BaseHTTPRequestHandler):
                         "finish_reason": "stop",
                     }
                 ],
-                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+                "usage": {"prompt_tokens": 0, "completion_tokens": tokens, "total_tokens": tokens},
             },
         )
 
@@ -234,6 +342,10 @@ class Handler(BaseHTTPRequestHandler):
         code = parse_exit_code(query) if name == "crash" else 0
         if code is None:
             self.send_json(HTTPStatus.BAD_REQUEST, {"error": {"message": "code must be 0..255", "code": 400}})
+            return
+        per_token = parse_per_token(query) if name == "slow-tokens" else 0.0
+        if per_token is None:
+            self.send_json(HTTPStatus.BAD_REQUEST, {"error": {"message": "per_token must be >= 0", "code": 400}})
             return
         slow = parse_slow(query) if name == "slow" else (0.0, 1)
         if slow is None:
@@ -259,6 +371,12 @@ class Handler(BaseHTTPRequestHandler):
             state.slow_seconds, state.slow_every = slow
         elif name == "vram-lost":
             state.vram_lost = True
+        elif name == "wedge":
+            state.wedged.set()
+        elif name == "slow-tokens":
+            state.per_token = per_token
+        elif name == "completions-5xx":
+            state.completions_5xx = True
 
 
 def main() -> int:

@@ -34,6 +34,7 @@ from watchdog.config.model import (
     NotifyConfig,
     NotifyTarget,
     RamPreflightConfig,
+    ServingConfig,
 )
 from watchdog.config.notify import apprise_installed
 from watchdog.config.parse import parse_config
@@ -55,6 +56,7 @@ __all__ = [
     "NotifyConfig",
     "NotifyTarget",
     "RamPreflightConfig",
+    "ServingConfig",
     "apply_env",
     "apprise_installed",
     "load_config",

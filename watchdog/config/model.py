@@ -88,6 +88,17 @@ class LitellmConfig:
 
 
 @dataclass(frozen=True)
+class ServingConfig:
+    """Serving-level liveness: a server is judged by whether it serves, not only by /health."""
+
+    progress: bool = True  # read llama.cpp/vLLM /metrics: work waiting while tokens stand still = wedged
+    progress_interval: float = 5.0  # s between two /metrics reads of one server
+    stall_window: float = 30.0  # s of busy, frozen counters that make a server wedged (label stall-window)
+    suspect_after: float = 1.0  # s; a probe in flight max(this, 5 x its slowest recent answer) makes it suspect
+    suspect_probe_interval: float = 0.5  # s between probes of a suspect (up to failure_threshold in flight)
+
+
+@dataclass(frozen=True)
 class NotifyTarget:
     """One place notifications go. `url` and header values are secrets: never in a repr, a log or an error."""
 
@@ -122,6 +133,7 @@ class Config:
     """The daemon's settings: top-level knobs, then one section per concern; frozen, shared by every part."""
 
     poll_interval: float = 5.0
+    probe_interval: float = 1.0  # s between two /health probes of one endpoint (suspects: faster)
     probe_timeout: float = 3.0
     failure_threshold: int = 3
     default_start_period: float = 120.0
@@ -141,6 +153,7 @@ class Config:
     litellm: LitellmConfig = field(default_factory=LitellmConfig)
     http: str = "127.0.0.1:9108"  # /metrics, /healthz, /status; "off" disables it
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
 
     def resolved_state_dir(self, env: Mapping[str, str] | None = None) -> Path:
         """state_dir, else $XDG_STATE_HOME/gpu-watchdog, else ~/.local/state/gpu-watchdog."""

@@ -35,6 +35,7 @@ from watchdog.config.model import (
     GpuConfig,
     LitellmConfig,
     RamPreflightConfig,
+    ServingConfig,
 )
 from watchdog.config.notify import _parse_notify
 from watchdog.router.capacity import CapacityPolicy, RoleMemory
@@ -53,7 +54,7 @@ def parse_config(data: Mapping[str, Any] | None, env: Mapping[str, str] | None =
     base = Config()
     values: dict[str, Any] = {}
     for key, value in data.items():
-        if key in ("poll_interval", "probe_timeout", "default_start_period"):
+        if key in ("poll_interval", "probe_interval", "probe_timeout", "default_start_period"):
             values[key] = _positive_seconds(key, value, allow_zero=key == "default_start_period")
         elif key == "stop_settle":
             values[key] = _positive_seconds(key, value, allow_zero=True)
@@ -91,6 +92,8 @@ def parse_config(data: Mapping[str, Any] | None, env: Mapping[str, str] | None =
             values[key] = _parse_litellm(_section("litellm", value))
         elif key == "http":
             values[key] = _listen(key, value)
+        elif key == "serving":
+            values[key] = _parse_serving(_section("serving", value))
         elif key == "notify":
             values[key] = _parse_notify(_section("notify", value), os.environ if env is None else env, secrets)
     config = replace(base, **values)
@@ -107,6 +110,15 @@ def parse_config(data: Mapping[str, Any] | None, env: Mapping[str, str] | None =
     if config.breaker.backoff_max < config.breaker.backoff_initial:
         raise ConfigError("config: breaker.backoff_max must be >= breaker.backoff_initial")
     return config
+
+
+def _parse_serving(data: Mapping[str, Any]) -> ServingConfig:
+    _check_keys("serving", data, [f.name for f in fields(ServingConfig)])
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"serving.{key}"
+        values[key] = _bool(path, value) if key == "progress" else _positive_seconds(path, value)
+    return replace(ServingConfig(), **values)
 
 
 def _parse_breaker(data: Mapping[str, Any]) -> BreakerConfig:

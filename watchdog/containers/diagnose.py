@@ -26,6 +26,7 @@ from watchdog.model import (
     ProbeResult,
     ProbeStatus,
 )
+from watchdog.serving.progress import Wedged
 
 SIGKILL = 9
 # Exit codes a container shows after `docker stop` that ends it cleanly (0) or
@@ -39,6 +40,7 @@ class ProbeHistory:
 
     results: tuple[ProbeResult, ...] = ()
     first_ok_at: float | None = None
+    in_flight_since: float | None = None  # when the oldest probe still in flight started
 
 
 class Recovery(StrEnum):
@@ -145,9 +147,17 @@ def may_be_a_stop(container: ContainerSnapshot, history: ContainerHistory, signa
     return history.last_kill_signal != SIGKILL or container.stop_signal == SIGKILL
 
 
-def _fault(container: ContainerSnapshot, kind: FaultKind, since: float, reason: str) -> Fault:
+def _fault(
+    container: ContainerSnapshot,
+    kind: FaultKind,
+    since: float,
+    reason: str,
+    evidence: Mapping[str, object] | None = None,
+) -> Fault:
     priority = container.spec.priority if container.spec else 0
-    return Fault(container.id, container.name, kind, since, reason, priority, container.gpus, container.started_at)
+    return Fault(
+        container.id, container.name, kind, since, reason, priority, container.gpus, container.started_at, evidence
+    )
 
 
 def _failing_streak(history: ProbeHistory, counts_from: float) -> tuple[int, ProbeResult | None]:
@@ -169,6 +179,7 @@ def _running(
     *,
     vram: VramView | None = None,
     xid: tuple[float, str] | None = None,
+    wedged: Wedged | None = None,
 ) -> tuple[Fault | Note | None, bool]:
     """A running container's fault or note, and whether it is ready now."""
     started = container.started_at or now
@@ -182,6 +193,9 @@ def _running(
     if vram is not None and vram.empty and now >= grace_end:
         # Checked before health: a vLLM whose model is gone may still answer /health.
         return _fault(container, FaultKind.ZERO_VRAM, now, f"model no longer in GPU memory: {vram.detail}"), False
+    if wedged is not None and wedged.since >= started:
+        # Checked before health too: a wedged engine's /health still answers 200.
+        return _fault(container, FaultKind.WEDGED, wedged.since, wedged.reason, wedged.evidence), False
     if container.health == Health.UNHEALTHY:
         return _fault(container, FaultKind.UNHEALTHY, now, "the engine's healthcheck reports unhealthy"), False
     if container.endpoint and history is not None:
@@ -209,6 +223,7 @@ def diagnose(
     restarting: Collection[str] = (),
     vram: Mapping[str, VramView] | None = None,
     xids: Mapping[str, tuple[float, str]] | None = None,
+    wedged: Mapping[str, Wedged] | None = None,
 ) -> Diagnosis:
     """Faults of the managed containers, and notes on the rest.
 
@@ -216,9 +231,11 @@ def diagnose(
     states (exited mid-restart) are neither faults nor deliberate stops.
     `vram`: zero-VRAM views by container ID (None: GPU checks off).
     `xids`: container ID -> (when, why) for Xids that call for its restart.
+    `wedged`: container ID -> the progress verdict of a server with work and frozen counters.
     """
     vram = vram or {}
     xids = xids or {}
+    wedged = wedged or {}
     faults: list[Fault] = []
     notes: list[Note] = []
     ready: set[str] = set()
@@ -250,7 +267,13 @@ def diagnose(
         elif state == ContainerState.RUNNING:
             view = vram.get(container.id)
             outcome, is_ready = _running(
-                container, probes.get(container.id), config, now, vram=view, xid=xids.get(container.id)
+                container,
+                probes.get(container.id),
+                config,
+                now,
+                vram=view,
+                xid=xids.get(container.id),
+                wedged=wedged.get(container.id),
             )
             if is_ready:
                 ready.add(container.id)

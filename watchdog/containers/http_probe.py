@@ -4,6 +4,13 @@ Probes run on an asyncio loop in their own thread with one shared httpx
 client (connection reuse, no per-cycle TLS setup). The main loop submits
 targets and reads the histories; it never waits for a probe. An endpoint that
 accepts and never answers costs its own probe one timeout, nothing else.
+
+A suspect (its last probe failed, or one is in flight overdue: serving/suspect.py) is probed
+every `suspect_interval` with up to `failure_threshold` probes in flight at once, so a hang
+reaches the threshold in about one timeout instead of three. What the watchdog itself causes
+never counts as the server failing: a probe that waited for a free connection of our own pool
+(PoolTimeout), or that timed out while this prober's own loop was stalled (a CPU-starved
+watchdog), is dropped and probed again.
 """
 
 from __future__ import annotations
@@ -21,10 +28,12 @@ from loguru import logger
 
 from watchdog.containers.diagnose import ProbeHistory
 from watchdog.model import ProbeResult, ProbeStatus, ProbeTarget
+from watchdog.serving.suspect import overdue_after
 
 HISTORY_LENGTH = 16
 SCHEDULER_TICK = 0.2
 STALE_CONNECTION_ERRORS = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+PROBER_STALL = 1.0  # s the prober's own loop may be late before its timeouts stop counting
 
 
 @dataclass
@@ -32,7 +41,7 @@ class _TargetState:
     target: ProbeTarget
     results: deque[ProbeResult] = field(default_factory=lambda: deque(maxlen=HISTORY_LENGTH))
     first_ok_at: float | None = None
-    in_flight: bool = False
+    in_flight: list[float] = field(default_factory=list)  # wall-clock starts of the probes in flight
     last_started: float = 0.0
 
 
@@ -46,7 +55,11 @@ def classify(status_code: int) -> tuple[ProbeStatus, str]:
 
 
 async def probe_once(client: httpx.AsyncClient, url: str, timeout: float, clock: Callable[[], float]) -> ProbeResult:
-    """One GET with its own deadline; every outcome is a ProbeResult, never an exception."""
+    """One GET with its own deadline; every outcome is a ProbeResult, never an exception.
+
+    Waiting for a free connection of our own pool is our delay, not the server's: the
+    result is marked `inconclusive` (detail "pool") for the caller to drop.
+    """
     started = time.monotonic()
     try:
         try:
@@ -57,6 +70,8 @@ async def probe_once(client: httpx.AsyncClient, url: str, timeout: float, clock:
             remaining = max(0.1, timeout - (time.monotonic() - started))
             response = await asyncio.wait_for(client.get(url, timeout=remaining), remaining + 0.5)
         status, detail = classify(response.status_code)
+    except httpx.PoolTimeout:
+        status, detail = ProbeStatus.FAILED, INCONCLUSIVE
     except (TimeoutError, httpx.TimeoutException):
         status, detail = ProbeStatus.FAILED, f"timeout after {timeout:g} s"
     except httpx.ConnectError as exc:
@@ -68,6 +83,9 @@ async def probe_once(client: httpx.AsyncClient, url: str, timeout: float, clock:
     return ProbeResult(clock(), status, detail, time.monotonic() - started)
 
 
+INCONCLUSIVE = "inconclusive: waited for the watchdog's own connection pool"
+
+
 class Prober:
     """Background HTTP prober; one history per container life's endpoint."""
 
@@ -77,6 +95,8 @@ class Prober:
         min_interval: float,
         on_result: Callable[[ProbeTarget, ProbeResult, ProbeResult | None], None] | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        on_overdue: Callable[[ProbeTarget], None] | None = None,
     ) -> None:
         self.timeout = timeout
         self.min_interval = min_interval
@@ -85,6 +105,14 @@ class Prober:
         self._states: dict[str, _TargetState] = {}
         self._fast: frozenset[str] = frozenset()
         self.fast_interval = min_interval
+        self.on_overdue = on_overdue  # called (on the prober's thread) when a probe is in flight overdue
+        self._suspects: frozenset[str] = frozenset()
+        self.suspect_interval = min_interval
+        self.suspect_overlap = 1
+        self.suspect_after = 1.0  # floor of serving.suspect.overdue_after
+        self._last_tick = time.monotonic()
+        self._stalls: deque[tuple[float, float]] = deque(maxlen=8)  # monotonic (from, to) the loop was late
+        self.dropped = 0  # results dropped as the watchdog's own doing
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="http-prober", daemon=True)
@@ -105,10 +133,19 @@ class Prober:
                 trust_env=False,
                 follow_redirects=False,
                 verify=self._ssl,
-                limits=httpx.Limits(max_connections=4, max_keepalive_connections=1),
+                limits=httpx.Limits(max_connections=8, max_keepalive_connections=2),
             )
             self._clients[origin] = client
         return client
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The prober's own asyncio loop: other slow-cadence probes (serving/probe.py) run on it too."""
+        return self._loop
+
+    def client_for(self, url: str) -> httpx.AsyncClient:
+        """The pooled client of this URL's origin (on the prober's loop only): one pool per server."""
+        return self._client_for(url)
 
     def _close_unused_clients(self) -> None:
         with self._lock:
@@ -135,26 +172,53 @@ class Prober:
             self._fast = frozenset(container_ids)
             self.fast_interval = interval
 
+    def set_suspects(self, container_ids: Iterable[str], interval: float, overlap: int) -> None:
+        """Probe these every `interval`, up to `overlap` in flight: a hang reaches its threshold in one timeout."""
+        with self._lock:
+            self._suspects = frozenset(container_ids)
+            self.suspect_interval = interval
+            self.suspect_overlap = max(1, overlap)
+
     async def _schedule(self) -> None:
         """Each target is probed every min_interval, whatever the main loop is doing."""
         while True:
+            now = time.monotonic()
+            if now - self._last_tick > SCHEDULER_TICK + PROBER_STALL:
+                self._stalls.append((self._last_tick, now))
+            self._last_tick = now
             self._launch_due()
             await asyncio.sleep(SCHEDULER_TICK)
+
+    def _stalled_during(self, since: float) -> bool:
+        """Was this prober's own loop stalled at some point since `since` (monotonic)? Then a timeout is ours."""
+        late_now = time.monotonic() - self._last_tick > SCHEDULER_TICK + PROBER_STALL
+        return late_now or any(to >= since for _, to in self._stalls)
+
+    def _is_due(self, cid: str, state: _TargetState, now: float) -> bool:
+        if cid in self._suspects and len(state.in_flight) < self.suspect_overlap:
+            return now - state.last_started >= self.suspect_interval
+        interval = self.fast_interval if cid in self._fast else self.min_interval
+        return not state.in_flight and now - state.last_started >= interval
 
     def _launch_due(self) -> None:
         now = time.monotonic()
         with self._lock:
-            due = [
-                s
-                for cid, s in self._states.items()
-                if not s.in_flight
-                and now - s.last_started >= (self.fast_interval if cid in self._fast else self.min_interval)
-            ]
+            due = [s for cid, s in self._states.items() if self._is_due(cid, s, now)]
             for state in due:
-                state.in_flight = True
                 state.last_started = now
+                state.in_flight.append(self._clock())
+                if self.on_overdue is not None:
+                    after = overdue_after(tuple(state.results), self.suspect_after, self.timeout)
+                    self._loop.call_later(after, self._check_overdue, state, state.in_flight[-1])
         for state in due:
-            self._loop.create_task(self._probe(state))
+            self._loop.create_task(self._probe(state, state.in_flight[-1]))
+
+    def _check_overdue(self, state: _TargetState, started: float) -> None:
+        """A probe still in flight past its overdue time: wake the loop, which makes the server suspect."""
+        with self._lock:
+            overdue = started in state.in_flight and state.target.container_id in self._states
+        if overdue and self.on_overdue is not None:
+            self.on_overdue(state.target)
 
     def probe_round(self, targets: Iterable[ProbeTarget]) -> dict[str, ProbeResult]:
         """Probe every target once, now, and wait (for `run --once` and benchmarks)."""
@@ -167,25 +231,35 @@ class Prober:
         results = asyncio.run_coroutine_threadsafe(run_all(), self._loop).result(self.timeout + 5)
         return {t.container_id: r for t, r in zip(targets_list, results, strict=True)}
 
-    async def _probe(self, state: _TargetState) -> None:
+    async def _probe(self, state: _TargetState, started: float) -> None:
+        launched = time.monotonic()
         try:
             result = await probe_once(self._client_for(state.target.url), state.target.url, self.timeout, self._clock)
         except Exception as exc:  # a probe must never take the prober down
             logger.exception("probe of {} crashed: {}", state.target.url, exc)
             result = ProbeResult(self._clock(), ProbeStatus.FAILED, f"probe error: {exc}")
+        ours = result.detail == INCONCLUSIVE or (result.status == ProbeStatus.FAILED and self._stalled_during(launched))
         with self._lock:
             previous = state.results[-1] if state.results else None
+            if started in state.in_flight:
+                state.in_flight.remove(started)
+            if ours:
+                self.dropped += 1
+                state.last_started = 0.0  # probe again at once
+                return
             state.results.append(result)
             if result.status == ProbeStatus.OK and state.first_ok_at is None:
                 state.first_ok_at = result.at
-            state.in_flight = False
         if self._on_result is not None:
             self._on_result(state.target, result, previous)
 
     def histories(self) -> dict[str, ProbeHistory]:
         """Per container ID: the current life's probe results, oldest first."""
         with self._lock:
-            return {cid: ProbeHistory(tuple(s.results), s.first_ok_at) for cid, s in self._states.items()}
+            return {
+                cid: ProbeHistory(tuple(s.results), s.first_ok_at, min(s.in_flight, default=None))
+                for cid, s in self._states.items()
+            }
 
     def close(self) -> None:
         async def shutdown() -> None:

@@ -29,7 +29,10 @@ KNOWN_LABELS = (
     "model",
     "model-size",
     "api-base",
+    "server",
+    "stall-window",
 )
+SERVER_KINDS = ("llama.cpp", "vllm", "openai")
 
 
 def unknown_labels(labels: Mapping[str, str], prefix: str) -> tuple[str, ...]:
@@ -123,6 +126,15 @@ def parse_spec(labels: Mapping[str, str], prefix: str) -> tuple[ContainerSpec | 
 
     start_period = duration("start-period")
     stop_timeout = duration("stop-timeout")
+    stall_window = duration("stall-window")
+    if stall_window is not None and stall_window <= 0:
+        bad("stall-window", label("stall-window") or "", "expected a duration > 0 such as 30s or 2m")
+
+    server = label("server")
+    if server is not None:
+        server = server.strip().lower()
+        if server not in SERVER_KINDS:
+            bad("server", server, f"expected one of {', '.join(SERVER_KINDS)} (or no label: detected from /metrics)")
 
     max_restarts: int | None = None
     if (raw := label("max-restarts")) is not None:
@@ -157,6 +169,8 @@ def parse_spec(labels: Mapping[str, str], prefix: str) -> tuple[ContainerSpec | 
             model=label("model"),
             model_size=model_size,
             api_base=api_base,
+            server=server,
+            stall_window=stall_window,
         ),
         (),
     )

@@ -54,7 +54,7 @@ class FaultRecorder:
                 container_id=fault.container_id,
                 gpus=fault.gpus,
                 fault=fault.kind.value,
-                detail={"since": fault.since},
+                detail={"since": fault.since, **(fault.evidence or {})},
             )
         for ended in changes.ended:
             fault = ended.fault

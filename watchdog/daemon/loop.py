@@ -52,6 +52,7 @@ from watchdog.model import (
 from watchdog.ops.metrics import Metrics
 from watchdog.router.limit_watch import MemoryLimitWatch
 from watchdog.router.sync import PROXY_HEALTH_PATH, PROXY_TARGET, RouterSync
+from watchdog.serving.watch import ServingWatch
 from watchdog.subsystem import CycleView, Services, Subsystem
 
 __all__ = ["CycleResult", "InFlight", "Watchdog"]
@@ -89,7 +90,7 @@ class Watchdog:
         self.client = client_factory()
         self.docker = DockerProbe(self.client, config.label_prefix)
         self.wake = threading.Event()
-        self.prober = Prober(config.probe_timeout, config.poll_interval, self._on_probe_result)
+        self.prober = Prober(config.probe_timeout, config.probe_interval, self._on_probe_result)
         self.executor = ThreadPoolExecutor(max_workers=max(2, config.max_concurrent_restarts), thread_name_prefix="act")
         self.own = OwnActionWindows()
         self.cycle_errors = 0
@@ -108,6 +109,7 @@ class Watchdog:
         self.gpu = GpuSupervisor(config, self.services, nvml)
         self.memory_limits = MemoryLimitWatch(config, self.services)
         self.router = RouterSync(config, self.services)
+        self.serving = ServingWatch(config, self.services, self.prober)
         self.events.load()
 
     # -- the state the rooms keep, by the names the CLI, tests and benchmarks use --
@@ -163,7 +165,8 @@ class Watchdog:
             config, label_prefix=self.config.label_prefix, events=self.config.events, state_dir=self.config.state_dir
         )
         self.prober.timeout = config.probe_timeout
-        self.prober.min_interval = config.poll_interval
+        self.prober.min_interval = config.probe_interval
+        self.serving.apply_config(self.config)
         self.events.apply_config(self.config)
         self.restarts.apply_config(self.config)
         for subsystem in self._subsystems():
@@ -219,22 +222,22 @@ class Watchdog:
         self._reload_external_changes(containers)
         self.prober.set_targets(self._probe_targets(containers))
         histories = self.prober.histories()
-        gpu = self.gpu.cycle(CycleView(tuple(containers), histories), now)
+        observed = CycleView(tuple(containers), histories)
+        gpu = self.gpu.cycle(observed, now)
+        serving = self.serving.cycle(observed, now)
         restarting = self.restarts.restarting | gpu.busy
         diagnosis = diagnose(
-            containers, histories, self.memory, self.config, now, restarting=restarting, vram=gpu.vram, xids=gpu.xids
-        )
+            containers, histories, self.memory, self.config, now,
+            restarting=restarting, vram=gpu.vram, xids=gpu.xids, wedged=serving.wedged,
+        )  # fmt: skip
         self.faults.observe(diagnosis, by_id, now)
         self.restarts.settle(by_id, diagnosis.ready, now)
         decisions = self._plan(diagnosis, by_id, gpu, now)
         self._act(decisions, by_id, now)
-        view = CycleView(tuple(containers), histories, diagnosis, tuple(decisions), gpu)
+        view = CycleView(tuple(containers), histories, diagnosis, tuple(decisions), gpu, serving)
         self.router.cycle(view, now)
         self.memory_limits.cycle(view, now)
-        if self.config.litellm.enabled:
-            # A backend out of rotation is probed faster: back in rotation the moment it answers.
-            out = {c.id for c in containers if c.managed and c.spec and c.spec.model and c.id not in diagnosis.ready}
-            self.prober.set_fast(out, self.config.litellm.recovery_probe_interval)
+        self.serving.steer_probes(view, restarting)
         self.recheck_at = min(
             (t for t in [diagnosis.recheck_at, *(d.retry_at for d in decisions)] if t is not None), default=None
         )
@@ -312,5 +315,6 @@ class Watchdog:
         self.restarts.wait_for_calls(grace)
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.memory_limits.stop()
+        self.serving.stop()
         self.prober.close()
         self.gpu.stop()

@@ -83,7 +83,8 @@ class RotationWriter:
         self, deployments: Sequence[RouterDeployment], view: CycleView, loaded: set[str]
     ) -> list[RotationEntry]:
         containers, diagnosis, histories, held = view.containers, view.diagnosis, view.histories, view.gpu.held
-        ready = set(diagnosis.ready) - set(held)
+        suspects = view.serving.suspects
+        ready = set(diagnosis.ready) - set(held) - set(suspects)
         # Not probed yet in this life, no fault, no note (a watchdog start, not a restart, which
         # is "starting"): keep what it was, and in at first sight, as LiteLLM alone would route it.
         was_out = {d.container for d in deployments if self._rotation.get(d.id) is False}
@@ -94,7 +95,7 @@ class RotationWriter:
             and c.state == ContainerState.RUNNING
             and not (histories.get(c.id) and histories[c.id].results)
         }
-        why_not = why_not_serving(diagnosis, view.decisions, held)
+        why_not = {**suspects, **why_not_serving(diagnosis, view.decisions, held)}
         for container in containers:  # a hang shows first as one failed probe, before it is a fault
             results = histories[container.id].results if container.id in histories else ()
             if container.id not in why_not and results and results[-1].status != ProbeStatus.OK:

@@ -1,0 +1,126 @@
+"""The serving side as a subsystem of the loop: progress probes, wedged verdicts, suspects.
+
+Runs before the diagnosis, like the GPU supervisor: its verdicts go in as data. It keeps the
+progress probe's targets in step with the fleet, folds the readings into the progress book,
+and says once per container life why a server's progress is unmonitored. Never raises.
+"""
+
+from __future__ import annotations
+
+from loguru import logger
+
+from watchdog.config import Config
+from watchdog.containers.http_probe import Prober
+from watchdog.model import ContainerSnapshot, ContainerState
+from watchdog.serving.findings import ServingFindings
+from watchdog.serving.probe import ProgressProbe, ProgressTarget
+from watchdog.serving.progress import ProgressBook, ServerKind
+from watchdog.serving.suspect import suspect_reason
+from watchdog.subsystem import CycleView, Services
+
+
+def metrics_url(container: ContainerSnapshot) -> str | None:
+    """The server's /metrics: its health endpoint's origin (llama.cpp and vLLM serve both on one port)."""
+    if not container.endpoint:
+        return None
+    scheme, _, rest = container.endpoint.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}/metrics"
+
+
+class ServingWatch:
+    """One per daemon; `cycle(view, now)` before the diagnosis."""
+
+    def __init__(self, config: Config, services: Services, prober: Prober) -> None:
+        self.config = config
+        self.prober = prober
+        prober.suspect_after = config.serving.suspect_after
+        prober.on_overdue = lambda _target: services.wake()  # an overdue probe: judge the suspect now
+        self.book = ProgressBook()
+        self.probe = ProgressProbe(prober, config.serving.progress_interval, config.probe_timeout, services.clock)
+        self._said: dict[str, str] = {}
+        self.errors = 0
+
+    def apply_config(self, config: Config) -> None:
+        self.config = config
+        self.probe.interval = config.serving.progress_interval
+        self.probe.timeout = config.probe_timeout
+        self.prober.suspect_after = config.serving.suspect_after
+
+    def _judged(self, view: CycleView) -> list[ContainerSnapshot]:
+        return [
+            c
+            for c in view.containers
+            if c.managed and c.spec is not None and c.endpoint and c.state == ContainerState.RUNNING and not c.is_self
+        ]
+
+    def cycle(self, view: CycleView, now: float) -> ServingFindings:
+        try:
+            return self._cycle(view, now)
+        except Exception as exc:  # logged and counted; healing goes on without serving verdicts
+            self.errors += 1
+            logger.exception("serving watch failed ({} so far): {}", self.errors, exc)
+            return ServingFindings()
+
+    def _cycle(self, view: CycleView, now: float) -> ServingFindings:
+        judged = self._judged(view)
+        settings = self.config.serving
+        suspects: dict[str, str] = {}
+        for c in judged:
+            history = view.histories.get(c.id)
+            if history is None or history.first_ok_at is None:  # never served in this life: not a hang
+                continue
+            why = suspect_reason(
+                history.results,
+                history.in_flight_since,
+                now,
+                floor=settings.suspect_after,
+                timeout=self.config.probe_timeout,
+            )
+            if why is not None:
+                suspects[c.id] = why
+        monitored = [c for c in judged if settings.progress and c.spec and c.spec.server != ServerKind.OPENAI.value]
+        targets = []
+        for c in monitored:
+            url = metrics_url(c)
+            if url is not None:
+                kind = ServerKind(c.spec.server) if c.spec and c.spec.server else None
+                targets.append(ProgressTarget(c.id, c.started_at, url, kind))
+        self.probe.set_targets(targets)
+        readings = self.probe.readings()
+        samples = {cid: r.sample for cid, r in readings.items() if r.sample is not None}
+        self.book.observe(samples, {c.id: c.started_at for c in monitored})
+        unmonitored = {cid: r.unmonitored for cid, r in readings.items() if r.unmonitored}
+        self._say_unmonitored(view, unmonitored)
+        windows = {
+            c.id: (c.spec.stall_window if c.spec and c.spec.stall_window else settings.stall_window)
+            for c in monitored
+            if c.id not in unmonitored
+        }
+        max_age = 3 * settings.progress_interval + self.config.probe_timeout
+        wedged = self.book.verdicts(windows, now, max_age)
+        return ServingFindings(wedged, suspects, unmonitored)
+
+    def steer_probes(self, view: CycleView, restarting: set[str] | frozenset[str]) -> None:
+        """After the plan: how often each endpoint is probed next.
+
+        A suspect is probed every suspect_probe_interval with up to failure_threshold probes in
+        flight: a hang reaches the threshold in about one probe timeout, an answer puts it back
+        at once. With the router on, a backend out of rotation is probed every
+        litellm.recovery_probe_interval: back in rotation the moment it answers.
+        """
+        suspects = set(view.serving.suspects) - set(restarting)
+        self.prober.set_suspects(suspects, self.config.serving.suspect_probe_interval, self.config.failure_threshold)
+        if self.config.litellm.enabled:
+            ready = view.diagnosis.ready
+            out = {c.id for c in view.containers if c.managed and c.spec and c.spec.model and c.id not in ready}
+            self.prober.set_fast(out, self.config.litellm.recovery_probe_interval)
+
+    def _say_unmonitored(self, view: CycleView, unmonitored: dict[str, str]) -> None:
+        names = {c.id: c.name for c in view.containers}
+        for cid, why in unmonitored.items():
+            if self._said.get(cid) != why:
+                logger.bind(container=names.get(cid, cid)).info("{}: {}", names.get(cid, cid), why)
+        self._said = {cid: why for cid, why in unmonitored.items()}
+
+    def stop(self) -> None:
+        self.probe.close()
