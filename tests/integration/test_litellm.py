@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -207,6 +208,57 @@ def test_proxy_follows_the_watchdog_both_ways(
     assert all(r["status"] == 200 for r in client.burst(8))
 
 
+def test_one_stuck_backend_does_not_starve_the_model_group(
+    fleet: Fleet, daemons: list[Daemon], tmp_path: Path, prefix: str, proxy_installed: None, proxy_pids: Path
+) -> None:
+    """The issue's outage, bounded: LiteLLM alone (no watchdog) with the config as rendered, one of 4 backends hung.
+
+    With the old rendering (max_parallel_requests 1 per deployment) about a quarter of the
+    requests queued behind the hung backend's semaphore, 10 s each, and never got an answer
+    within 60 s. Now each waits at most the deployment timeout per attempt and is retried.
+    """
+    for gpu in range(4):
+        fleet.start(f"s{gpu}", gpu=str(gpu), role="chat", model="qwen", host_port=free_port())
+    for gpu in range(4):
+        fleet.wait_ready(f"s{gpu}")
+    out, port = tmp_path / "litellm" / "config.yaml", free_port()
+    daemon = new_daemon(
+        daemons, tmp_path, prefix, litellm={"enabled": True, "template": str(TEMPLATE), "out": str(out)}
+    )
+    rendered = daemon.cli("litellm", "render")
+    assert rendered.returncode == 0, rendered.stderr
+    params = [m["litellm_params"] for m in yaml.safe_load(out.read_text())["model_list"]]
+    assert len(params) == 4 and all(p["weight"] == 4 and "max_parallel_requests" not in p for p in params)
+    proxy_pids.write_text(str(litellm_proxy.start(out, port, tmp_path / "proxy.log")))
+    wait_for(lambda: litellm_proxy.live(port), 90, "the LiteLLM proxy to answer")
+    client = Client(port)
+    assert all(r["status"] == 200 for r in client.burst(4))
+    fleet.fault("s1", "hang")
+
+    results: list[dict[str, Any]] = []
+
+    def ask() -> None:
+        try:
+            results.append(client.ask())
+        except httpx.HTTPError as exc:  # the client's 60 s timeout: no answer at all
+            results.append({"status": None, "seconds": 60.0, "error": type(exc).__name__})
+
+    threads = []
+    for _ in range(40):  # 4 requests/s for 10 s, each on its own: ~10 of them are first sent to the hung one
+        threads.append(threading.Thread(target=ask, daemon=True))
+        threads[-1].start()
+        time.sleep(0.25)
+    for thread in threads:
+        thread.join(70)
+    assert len(results) == 40
+    late = [r for r in results if r["status"] is None or r["seconds"] > 35]
+    assert not late, f"{len(late)} of 40 not answered within 35 s: {late}"
+    # A timeout does not exclude the hung backend from the retries (LiteLLM skips only non-retryable errors), so
+    # before its cooldown a request may meet it three times (1 in 64) and get an error after 30 s: an answer.
+    failed = [r for r in results if r["status"] != 200]
+    assert len(failed) <= 2, failed
+
+
 def test_keys_file_matches_the_installed_litellm(proxy_installed: None) -> None:
     done = subprocess.run(
         [str(litellm_proxy.LITELLM_VENV / "bin" / "python"), str(ROOT / "scripts" / "litellm_keys.py")],
@@ -222,7 +274,10 @@ def test_keys_file_matches_the_installed_litellm(proxy_installed: None) -> None:
         "regenerate: .venv-litellm/bin/python scripts/litellm_keys.py > watchdog/router/litellm_keys.yaml"
     )
     # The per-deployment keys the renderer writes are among them.
-    for key in ("rpm", "max_parallel_requests", "api_base", "timeout"):
+    for key in ("api_base", "timeout", "stream_timeout"):
+        assert key in installed["litellm_params"]
+    # `weight` is not a LiteLLM_Params field but an extra one simple-shuffle reads (the renderer's, not the template's).
+    for key in ("max_parallel_requests", "rpm", "tpm"):  # refused in a template: each sizes a semaphore
         assert key in installed["litellm_params"]
     assert "global_max_parallel_requests" in installed["general_settings"]
     assert "health_check_interval" not in installed["router_settings"]

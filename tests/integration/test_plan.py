@@ -31,7 +31,10 @@ def test_plan_counts_only_deployments_in_service(
     assert plan["global_max_parallel_requests"] == 3  # 2 in flight / 0.7
     assert plan["memory"]["containers_per_role"] == {"chat": 3, "embed": 1}
     table = daemon.cli("plan")
-    assert table.returncode == 0 and "global_max_parallel_requests: 3" in table.stdout
+    assert table.returncode == 0 and "in flight: 3 with headroom" in table.stdout
+    # What LiteLLM gets of the plan: the shares, no in-flight limit (a queue a stuck backend would fill).
+    assert {d["litellm_params"]["weight"] for d in plan["deployments"] if d["role"] == "chat"} == {4}
+    assert "global_max_parallel_requests not rendered: " in table.stdout
 
 
 def test_plan_that_cannot_fit_the_host_exits_1_with_the_fix(

@@ -12,12 +12,14 @@ from watchdog.model import ContainerSnapshot, ContainerSpec, ContainerState, Hea
 from watchdog.router.capacity import (
     GIB,
     MIB,
+    NOT_RENDERED,
     CapacityPolicy,
     CapacityVerdict,
     Member,
     RoleMemory,
     members_from_fleet,
     plan_capacity,
+    proxy_params,
     render,
 )
 
@@ -57,6 +59,25 @@ def test_losing_a_gpu_pushes_the_target_over_capacity_and_warns() -> None:
     assert plan.global_max_parallel_requests == 10  # 7 / 0.7
 
 
+def test_only_the_shares_reach_the_proxy_and_the_json_says_what_not_and_why() -> None:
+    plan = plan_capacity(seed_fleet(), SEED, host_total=24 * GIB)
+    chat = next(d for d in plan.deployments if d.role == "chat")
+    embed = next(d for d in plan.deployments if d.role == "embed")
+    assert proxy_params(chat) == {"weight": 4} and proxy_params(embed) == {}
+    data = plan.as_dict()
+    rows = {d["name"]: d for d in data["deployments"]}
+    assert rows["chat-0"]["litellm_params"] == {"weight": 4} and rows["embed-0"]["litellm_params"] == {}
+    assert (
+        set(data["not_rendered"])
+        == set(NOT_RENDERED)
+        == {
+            "max_parallel_requests",
+            "rpm",
+            "global_max_parallel_requests",
+        }
+    )
+
+
 def test_within_margin_and_no_capacity() -> None:
     assert plan_capacity(seed_fleet(), replace(SEED, target_rpm=20), None).verdict == CapacityVerdict.OK
     empty = plan_capacity([], SEED, None)
@@ -75,7 +96,7 @@ def test_members_from_the_fleet_leave_out_faulty_given_up_and_marked_gpus() -> N
     def snap(name: str, gpu: str, **kw: object) -> ContainerSnapshot:
         values: dict[str, object] = {"state": ContainerState.RUNNING, "health": Health.HEALTHY}
         values.update(kw)
-        return ContainerSnapshot(f"id-{name}", name, spec=ContainerSpec(role="chat", model="m"), gpus=(gpu,), **values)  # type: ignore[arg-type]
+        return ContainerSnapshot(f"id-{name}", name, spec=ContainerSpec(role="chat", model="m"), gpus=(gpu,), **values)
 
     fleet = [
         snap("ok", "0"),
@@ -95,7 +116,11 @@ def test_members_from_the_fleet_leave_out_faulty_given_up_and_marked_gpus() -> N
 def test_render_names_the_verdict_and_the_numbers() -> None:
     text = render(plan_capacity(seed_fleet(), SEED, 24 * GIB))
     assert text.splitlines()[0].startswith("30 rpm = 94%")
-    assert "global_max_parallel_requests: 12" in text and "chat: mem_limit 1536m, memswap_limit 2048m" in text
+    assert "in flight: 12 with headroom" in text and "chat: mem_limit 1536m, memswap_limit 2048m" in text
+    # What LiteLLM gets, and what not and why: no in-flight limit reaches the proxy.
+    assert "  chat-0   model qwen-chat  role chat  GPU 0  rpm 4  weight 4  in flight 1" in text
+    for key in ("max_parallel_requests", "rpm", "global_max_parallel_requests"):
+        assert f"  {key} not rendered: " in text
 
 
 def test_capacity_config_is_validated() -> None:

@@ -88,6 +88,7 @@ def test_shipped_template_is_valid() -> None:
         ("deployment: {litellm_params: {api_base: y}}", "deployment.litellm_params.model is required"),
         ("deployment: {litellm_params: {model: x}, model_info: {id: fixed}}", "deployment.model_info.id"),
         ("deployment: {litellm_params: {model: x}, rpm: 3}", "deployment.rpm"),
+        ("deployment: {litellm_params: {model: x, weight: 3}}", "deployment.litellm_params.weight is set by"),
         ("model_list: []", "model_list is generated"),
         ("routers: {}", "unknown section 'routers'"),
         ("litellm_settings: {callbacks: oops}", "litellm_settings.callbacks must be a list"),
@@ -102,6 +103,36 @@ def test_bad_template_is_one_line_naming_the_key(text: str, culprit: str) -> Non
         parse_template(base + text, "t.yaml")
     message = str(caught.value)
     assert culprit in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "deployment: {litellm_params: {model: x, max_parallel_requests: 1}}",
+        "deployment: {litellm_params: {model: x, rpm: 4}}",
+        "deployment: {litellm_params: {model: x, tpm: 4000}}",
+        "deployment: {litellm_params: {model: x}}\nrouter_settings: {default_max_parallel_requests: 4}",
+        "deployment: {litellm_params: {model: x}}\ngeneral_settings: {global_max_parallel_requests: 12}",
+    ],
+)
+def test_a_template_cannot_put_back_an_in_flight_limit(text: str) -> None:
+    """Each of these is a queue one stuck backend fills (capacity.NOT_RENDERED): refused, saying so."""
+    with pytest.raises(TemplateError, match="would queue requests behind a stuck backend") as caught:
+        parse_template(text, "t.yaml")
+    assert "\n" not in str(caught.value)
+
+
+def test_render_weights_follow_the_plan_and_a_non_serving_role_gets_none() -> None:
+    containers = [*fleet()[:2], container("emb-0", "5", 18005, role="embed", model="bge")]
+    containers.append(ContainerSnapshot(**{**vars(container("llm-9", "8", 18009)), "gpus": ("8", "9")}))
+    plan = plan_for(containers, CapacityPolicy(rpm_per_gpu=(3, 4)))
+    config = render_config(parse_template(TEMPLATE, "t"), router_deployments(containers, plan), plan)
+    params = {m["model_info"]["id"]: m["litellm_params"] for m in config["model_list"]}
+    assert params["llm-0.gpu0"]["weight"] == 4 and params["llm-9.gpu8+9"]["weight"] == 8  # twice the GPUs
+    assert "weight" not in params["emb-0.gpu5"]  # no share of the target: picked uniformly in its own group
+    for entry in params.values():
+        assert not {"rpm", "tpm", "max_parallel_requests"} & set(entry)
+    assert "no in-flight limit" in dump_config(config, "t", "rotation.json")
 
 
 def test_health_check_interval_points_to_the_real_key() -> None:
@@ -123,8 +154,10 @@ def test_render_one_deployment_per_container_with_plan_numbers() -> None:
     assert first["model_name"] == "qwen"
     assert first["litellm_params"]["model"] == "openai/qwen"
     assert first["litellm_params"]["api_base"] == "http://127.0.0.1:18000/v1"
-    assert first["litellm_params"]["rpm"] == 30 and first["litellm_params"]["max_parallel_requests"] == 1
-    assert config["general_settings"]["global_max_parallel_requests"] == 6  # ceil(4 / 0.7)
+    # The plan's share as weight; no in-flight limit (LiteLLM queues on it behind a stuck backend).
+    assert first["litellm_params"]["weight"] == 30 and first["litellm_params"]["timeout"] == 10
+    assert not {"rpm", "tpm", "max_parallel_requests"} & set(first["litellm_params"])
+    assert "global_max_parallel_requests" not in config["general_settings"]
     assert config["litellm_settings"]["callbacks"] == [CALLBACK]
     assert config["router_settings"]["num_retries"] == 2
     text = dump_config(config, "litellm/config.template.yaml", "rotation.json")

@@ -1,10 +1,15 @@
-"""The capacity planner: what the fleet can carry, and the limits that follow from it.
+"""The capacity planner: what the fleet can carry, and what of it reaches the LiteLLM proxy.
 
 Pure. From the deployments in service (healthy managed containers serving a
 model, on GPUs not quarantined) and a policy, it computes per-deployment `rpm`
-and `max_parallel_requests`, LiteLLM's `global_max_parallel_requests` with
-headroom, the fleet's capacity and the target's share of it with a verdict,
-and memory limits per role that must fit the host with its overhead.
+and requests in flight, the fleet's in-flight total with headroom, the fleet's
+capacity and the target's share of it with a verdict, and memory limits per role
+that must fit the host with its overhead.
+
+Only the shares reach the proxy, as each deployment's `weight` (`proxy_params`):
+LiteLLM 1.102.4 turns every in-flight limit into a queue a stuck backend fills
+(NOT_RENDERED says why per key; README, "The router"). The in-flight numbers stay
+in the plan to size the backends (llama.cpp `--parallel`, vLLM `--max-num-seqs`).
 
 Seed 001's fleet is the reference: 8 GPUs at 3-4 rpm = 24-32 rpm; 30 rpm is
 94% of 32; one request in flight per GPU plus 30% headroom gives 12.
@@ -65,6 +70,20 @@ class Member:
     in_service: bool  # healthy, and none of its GPUs quarantined or drained, and not given up
 
 
+# What the plan does not hand LiteLLM, and why (LiteLLM 1.102.4's source; `plan` and the rendered file say it).
+NOT_RENDERED: Mapping[str, str] = {
+    "max_parallel_requests": (
+        "LiteLLM picks a deployment first, then waits on its semaphore with no timeout: one stuck backend's "
+        "requests would queue until clients give up, though the others stand idle"
+    ),
+    "rpm": "without max_parallel_requests LiteLLM sizes the same semaphore from rpm; the share goes as weight",
+    "global_max_parallel_requests": (
+        "read only by LiteLLM's legacy limiter (LEGACY_MULTI_INSTANCE_RATE_LIMITING), where one stuck "
+        "backend's requests use it up and every other request gets a 429"
+    ),
+}
+
+
 @dataclass(frozen=True)
 class DeploymentPlan:
     name: str
@@ -72,7 +91,17 @@ class DeploymentPlan:
     role: str | None
     gpus: tuple[str, ...]
     rpm: int | None  # None: not rate-limited (a role that does not carry the target)
-    max_parallel_requests: int
+    max_parallel_requests: int  # requests in flight the backend is sized for; not rendered (NOT_RENDERED)
+
+
+def proxy_params(deployment: DeploymentPlan) -> dict[str, int]:
+    """What the plan adds to a deployment's litellm_params: its share of the traffic, nothing that queues.
+
+    simple-shuffle picks by `weight` before `rpm` (router_strategy/simple_shuffle.py), and
+    `weight` sizes no semaphore, so a stuck backend takes only its share of new requests,
+    each bounded by the deployment timeout, then retried on another deployment.
+    """
+    return {} if deployment.rpm is None else {"weight": deployment.rpm}
 
 
 class CapacityVerdict(StrEnum):
@@ -105,7 +134,7 @@ class CapacityPlan:
     share: float | None  # target / high capacity
     verdict: CapacityVerdict
     text: str
-    global_max_parallel_requests: int
+    global_max_parallel_requests: int  # the fleet's in flight + headroom; not rendered (NOT_RENDERED)
     memory: MemoryPlan
     warnings: tuple[str, ...] = ()
 
@@ -126,6 +155,7 @@ class CapacityPlan:
                     "gpus": list(d.gpus),
                     "rpm": d.rpm,
                     "max_parallel_requests": d.max_parallel_requests,
+                    "litellm_params": proxy_params(d),
                 }
                 for d in self.deployments
             ],
@@ -141,6 +171,7 @@ class CapacityPlan:
                 "fits": self.memory.fits,
                 "text": self.memory.text,
             },
+            "not_rendered": dict(NOT_RENDERED),
             "warnings": list(self.warnings),
         }
 
@@ -312,16 +343,23 @@ def plan_memory(members: Sequence[Member], policy: CapacityPolicy, host_total: i
 
 
 def render(plan: CapacityPlan) -> str:
-    """`gpu-watchdog plan`: the verdict first, then the numbers LiteLLM and docker will get."""
-    lines = [plan.text, plan.memory.text, f"global_max_parallel_requests: {plan.global_max_parallel_requests}"]
+    """`gpu-watchdog plan`: the verdict first, then what LiteLLM and docker will get, and what not and why."""
+    lines = [
+        plan.text,
+        plan.memory.text,
+        f"in flight: {plan.global_max_parallel_requests} with headroom (to size the backends' parallel slots); "
+        "LiteLLM gets each deployment's rpm as its weight, and no in-flight limit:",
+    ]
+    lines += [f"  {key} not rendered: {why}" for key, why in NOT_RENDERED.items()]
     if plan.deployments:
         lines.append("")
         width = max(len(d.name) for d in plan.deployments)
         for d in plan.deployments:
             rpm = "-" if d.rpm is None else str(d.rpm)
+            weight = proxy_params(d).get("weight")
             lines.append(
                 f"  {d.name.ljust(width)}  model {d.model}  role {d.role or '-'}  GPU {','.join(d.gpus) or '-'}  "
-                f"rpm {rpm}  max_parallel_requests {d.max_parallel_requests}"
+                f"rpm {rpm}  weight {'-' if weight is None else weight}  in flight {d.max_parallel_requests}"
             )
     lines.append("")
     for role, limits in sorted(plan.memory.limits.items()):

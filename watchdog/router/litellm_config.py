@@ -11,7 +11,9 @@ Pure. LiteLLM cannot change its backends without a database or a restart (an
 
 LiteLLM drops unknown router_settings silently, so a template is checked against
 the keys the pinned version really accepts (litellm_keys.yaml, generated from the
-installed proxy and compared with it in a test).
+installed proxy and compared with it in a test). The plan reaches the proxy as
+each deployment's `weight` only; a template key that would put back an in-flight
+limit (a queue one stuck backend fills: capacity.NOT_RENDERED) is refused too.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from watchdog.model import ContainerSnapshot
-from watchdog.router.capacity import CapacityPlan
+from watchdog.router.capacity import NOT_RENDERED, CapacityPlan, proxy_params
 
 CALLBACK_MODULE = "gpu_watchdog_rotation"
 CALLBACK = f"{CALLBACK_MODULE}.rotation_filter"
@@ -39,7 +41,17 @@ PLACEHOLDERS = ("{model}", "{container}", "{api_base}")
 HEADER = (
     "# Rendered by gpu-watchdog from {template}: edit the template, not this file.\n"
     "# Deployments in rotation: {rotation} (rewritten as it changes; read by {module}.py).\n"
+    "# The capacity plan gives each deployment its weight (its rpm share) and no in-flight limit:\n"
+    "# max_parallel_requests, rpm and global_max_parallel_requests queue behind a stuck backend.\n"
 )
+# Template keys that would give LiteLLM back an in-flight limit (a queue one stuck backend fills), and why.
+QUEUEING_KEYS = {
+    "deployment.litellm_params.max_parallel_requests": NOT_RENDERED["max_parallel_requests"],
+    "deployment.litellm_params.rpm": NOT_RENDERED["rpm"],
+    "deployment.litellm_params.tpm": "without max_parallel_requests or rpm LiteLLM sizes the same semaphore from tpm",
+    "router_settings.default_max_parallel_requests": NOT_RENDERED["max_parallel_requests"],
+    "general_settings.global_max_parallel_requests": NOT_RENDERED["global_max_parallel_requests"],
+}
 
 
 class TemplateError(ValueError):
@@ -87,8 +99,7 @@ class RouterDeployment:
     container: str
     api_base: str
     gpus: tuple[str, ...]
-    rpm: int | None
-    max_parallel_requests: int
+    weight: int | None  # the plan's rpm share; None: no weight (a role that does not carry the target)
 
 
 # -- the template -----------------------------------------------------------
@@ -96,6 +107,17 @@ class RouterDeployment:
 
 def _unknown(section: str, data: Mapping[str, Any], known: frozenset[str], version: str, fix: str = "") -> None:
     for key in data:
+        why = QUEUEING_KEYS.get(f"{section}.{key}")
+        if why:
+            raise TemplateError(
+                f"litellm template: {section}.{key} would queue requests behind a stuck backend "
+                f"({why}); remove it: gpu-watchdog gives each deployment its weight from the plan"
+            )
+        if section == "deployment.litellm_params" and key == "weight":
+            raise TemplateError(
+                "litellm template: deployment.litellm_params.weight is set by gpu-watchdog from "
+                "the capacity plan (capacity.rpm_per_gpu); remove it"
+            )
         if key not in known:
             hint = fix or f"remove it; keys LiteLLM {version} reads are listed in watchdog/router/litellm_keys.yaml"
             raise TemplateError(
@@ -179,7 +201,7 @@ def _where_instead(key: str) -> str:
     if key == "health_check_interval":
         return "use general_settings.health_check_interval with general_settings.background_health_checks"
     if key == "max_parallel_requests":
-        return "gpu-watchdog sets each deployment's max_parallel_requests from the capacity plan"
+        return "no in-flight limit is rendered (one stuck backend would fill its queue); the plan gives weights"
     return "health checks are general_settings.background_health_checks"
 
 
@@ -229,8 +251,7 @@ def router_deployments(
                 planned.name,
                 api_base,
                 planned.gpus,
-                planned.rpm,
-                planned.max_parallel_requests,
+                proxy_params(planned).get("weight"),
             )
         )
     return result
@@ -274,7 +295,11 @@ def _fill(value: Any, values: Mapping[str, str]) -> Any:
 def render_config(
     template: RouterTemplate, deployments: Sequence[RouterDeployment], plan: CapacityPlan
 ) -> dict[str, Any]:
-    """The proxy's config: the template's settings, the fleet's model_list, the plan's limits."""
+    """The proxy's config: the template's settings, the fleet's model_list, the plan's weights.
+
+    No in-flight limit is written (capacity.NOT_RENDERED): a deployment's `timeout` bounds
+    each attempt on a stuck backend, `num_retries` sends the request on to another one.
+    """
     model_list = []
     for d in sorted(deployments, key=lambda d: d.id):
         values = {"{model}": d.model, "{container}": d.container, "{api_base}": d.api_base}
@@ -282,18 +307,14 @@ def render_config(
         entry.setdefault("model_name", d.model)
         params = dict(entry.get("litellm_params") or {})
         params.setdefault("api_base", d.api_base)
-        if d.rpm is not None:
-            params["rpm"] = d.rpm
-        params["max_parallel_requests"] = d.max_parallel_requests
+        if d.weight is not None:
+            params["weight"] = d.weight
         entry["litellm_params"] = params
         entry["model_info"] = {**dict(entry.get("model_info") or {}), "id": d.id}
         model_list.append(entry)
     config: dict[str, Any] = {"model_list": model_list}
     config["router_settings"] = dict(template.router_settings)
-    general = dict(template.general_settings)
-    if plan.global_max_parallel_requests:
-        general["global_max_parallel_requests"] = plan.global_max_parallel_requests
-    config["general_settings"] = general
+    config["general_settings"] = dict(template.general_settings)
     settings = dict(template.litellm_settings)
     callbacks = list(settings.get("callbacks") or [])
     if CALLBACK not in callbacks:
