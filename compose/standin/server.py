@@ -11,7 +11,8 @@ memory, and what a real server cannot be made to do on demand: a wedged inferenc
 (POST /fault/wedge: completions never answer, /health stays 200, the /metrics token counter
 freezes while requests_processing > 0), slow generation (POST /fault/slow-tokens?per_token=S:
 counters move, slowly) and failing completions (POST /fault/completions-5xx: HTTP 500, /health
-ok). /metrics (llama.cpp's names: llamacpp:tokens_predicted_total, :requests_processing,
+ok). /metrics (llama.cpp's names: llamacpp:tokens_predicted_total, moving only when a completion
+finishes as llama.cpp's does, :n_decode_total, moving with every token, :requests_processing,
 :requests_deferred) and /slots count its completions' tokens, so the watchdog's progress probe
 is tested against it. It also runs directly on the host for debugging:
 ``python3 compose/standin/server.py``.
@@ -94,6 +95,9 @@ llamacpp:prompt_tokens_total {prompt}
 # HELP llamacpp:tokens_predicted_total Number of generation tokens processed.
 # TYPE llamacpp:tokens_predicted_total counter
 llamacpp:tokens_predicted_total {predicted}
+# HELP llamacpp:n_decode_total Total number of llama_decode() calls
+# TYPE llamacpp:n_decode_total counter
+llamacpp:n_decode_total {decoded}
 # HELP llamacpp:requests_processing Number of requests processing.
 # TYPE llamacpp:requests_processing gauge
 llamacpp:requests_processing {processing}
@@ -127,7 +131,8 @@ class State:
         self.wedged = threading.Event()
         self.per_token = 0.0
         self.completions_5xx = False
-        self.tokens_predicted = 0
+        self.tokens_predicted = 0  # as llama.cpp's: moves only when a completion finishes
+        self.decode_calls = 0  # as llama.cpp's n_decode_total: moves with every decoded token
         self.prompt_tokens = 0
         self.processing = 0
         self.deferred = 0
@@ -154,8 +159,10 @@ class State:
                 if self.per_token:
                     time.sleep(self.per_token)
                 with self._lock:
-                    self.tokens_predicted += 1
+                    self.decode_calls += 1
                     self.decoded[slot] += 1
+            with self._lock:
+                self.tokens_predicted += tokens
         finally:
             with self._lock:
                 self.processing -= 1
@@ -167,6 +174,7 @@ class State:
             return METRICS_TEMPLATE.format(
                 prompt=self.prompt_tokens,
                 predicted=self.tokens_predicted,
+                decoded=self.decode_calls,
                 processing=self.processing,
                 deferred=self.deferred,
             )

@@ -90,6 +90,8 @@ LLAMA_TEXT = """# HELP llamacpp:prompt_tokens_total Number of prompt tokens proc
 llamacpp:prompt_tokens_total 3
 # TYPE llamacpp:tokens_predicted_total counter
 llamacpp:tokens_predicted_total 5
+# TYPE llamacpp:n_decode_total counter
+llamacpp:n_decode_total 7
 # TYPE llamacpp:requests_processing gauge
 llamacpp:requests_processing 1
 # TYPE llamacpp:requests_deferred gauge
@@ -107,7 +109,9 @@ vllm:e2e_request_latency_seconds_bucket{le="1.0",model_name="m"} 3.0
 """
 
 COUNTER_TABLE = [
-    ("llama.cpp", LLAMA_TEXT, L, (8.0, 1.0, 2.0)),
+    ("llama.cpp: n_decode_total is the progress", LLAMA_TEXT, L, (7.0, 1.0, 2.0)),
+    # tokens_predicted_total moves only when a request finishes: without n_decode_total, unmonitored
+    ("llama.cpp without n_decode_total", LLAMA_TEXT.replace("llamacpp:n_decode_total 7\n", ""), L, None),
     ("vllm, labelled, with histograms", VLLM_TEXT, ServerKind.VLLM, (100.0, 2.0, 1.0)),
     ("llama.cpp names read as vllm", LLAMA_TEXT, ServerKind.VLLM, None),
     ("no token counter", "# TYPE llamacpp:requests_processing gauge\nllamacpp:requests_processing 1\n", L, None),

