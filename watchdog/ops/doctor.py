@@ -162,7 +162,8 @@ def judge_containers(
                     Level.WARN,
                     c.name,
                     "llama.cpp without GGML_CUDA_NO_PINNED=1: a model load can freeze the host in cudaHostAlloc",
-                    "set the environment variable GGML_CUDA_NO_PINNED=1 (seed 004: 0.28% throughput cost)",
+                    "set the environment variable GGML_CUDA_NO_PINNED=1 "
+                    "(gpumod's host-stability guide: 0.28% throughput cost)",
                 )
             )
         findings.extend(problems or [Finding(Level.OK, c.name, "health endpoint, GPU mapping and restart policy ok")])
@@ -206,7 +207,8 @@ def judge_min_free(kbytes: int | None) -> Finding:
     return Finding(
         Level.WARN,
         "vm.min_free_kbytes",
-        f"{kbytes} kB, under the {MIN_FREE_KBYTES} kB seed 004 recommends against load-time freezes",
+        f"{kbytes} kB, under the {MIN_FREE_KBYTES} kB that gpumod's host-stability guide recommends"
+        " against load-time freezes",
         f"sysctl -w vm.min_free_kbytes={MIN_FREE_KBYTES} (and persist it in /etc/sysctl.d/)",
     )
 

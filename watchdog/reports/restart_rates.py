@@ -251,7 +251,7 @@ def render(report: Report, fmt: str) -> str:
     hours = report.window.seconds / HOUR
     head = (
         f"restart report: {hours:.1f} h window; UNSTABLE = more than {report.threshold} restarts in an hour "
-        f"(seed 001's alert)"
+        f"(the 8-GPU fleet's alert table)"
     )
     if fmt == "markdown":
         lines = [f"# {head}", ""]
