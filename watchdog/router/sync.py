@@ -75,11 +75,15 @@ class RouterSync:
             given_up = given_up_names(view.decisions)
             policy = self.config.capacity
             members = planned_members(containers, marks, given_up, stopped_on_purpose=stopped)
-            self.capacity.track(plan_capacity(members, policy, self.host_total), now)
+            capacity_plan = plan_capacity(members, policy, self.host_total)
+            self.capacity.track(capacity_plan, now)
             if not self.config.litellm.enabled:
                 return
             known = self.config_writer.known_api_bases()
-            wanted = wanted_config(containers, marks, given_up, policy=policy, host_total=self.host_total, known=known)
+            same_plan = None if stopped else capacity_plan  # stopped on purpose: still in the config's plan
+            wanted = wanted_config(
+                containers, marks, given_up, policy=policy, host_total=self.host_total, known=known, plan=same_plan
+            )
             self.config_writer.remember(wanted.deployments)
             self.proxy.settle(now)
             self.rotation.write(wanted.deployments, view, self.proxy.loaded_ids(), now)

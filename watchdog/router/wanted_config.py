@@ -45,10 +45,14 @@ def wanted_config(
     policy: CapacityPolicy,
     host_total: int | None,
     known: Mapping[str, str],
+    plan: CapacityPlan | None = None,
 ) -> WantedConfig:
     """The config for this fleet. `known`: deployment id -> the api_base last seen (a stopped container
-    publishes no port, and a crash must not change the config: that would restart the proxy)."""
-    plan = config_plan(containers, marks, given_up, policy=policy, host_total=host_total)
+    publishes no port, and a crash must not change the config: that would restart the proxy).
+    `plan`: the config's plan when the caller already has it (the daemon's capacity plan is the same
+    when no container is stopped on purpose), so a cycle does not plan the fleet twice."""
+    if plan is None:
+        plan = config_plan(containers, marks, given_up, policy=policy, host_total=host_total)
     deployments = router_deployments(containers, plan, known)
     return WantedConfig(plan, tuple(deployments), tuple(unreachable(deployments, plan)))
 
