@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import platform
 import statistics
 import sys
@@ -15,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
+import httpx  # noqa: E402
 
 from tests.integration.harness import Fleet  # noqa: E402
 
@@ -51,3 +53,19 @@ def save(name: str, data: dict[str, Any]) -> Path:
 
 def ms(value: float) -> str:
     return f"{value * 1000:.1f} ms"
+
+
+def pct(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..1); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def get_ok(url: str, timeout: float = 0.5) -> bool:
+    """True when url answers 200 in time (loopback only, no proxy from the environment)."""
+    try:
+        return httpx.get(url, timeout=timeout, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -55,7 +55,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import shutil
 import signal
@@ -71,7 +70,7 @@ from typing import Any
 import docker
 import httpx
 import yaml
-from common import ROOT, save
+from common import ROOT, get_ok, pct, save
 
 from tests.integration.harness import free_port
 from tests.integration.harness import wait_for as wait_until
@@ -100,22 +99,8 @@ class EngineLost(RuntimeError):
     """The Docker engine went away during a run (another process restarted it): the run is void."""
 
 
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
 def rnd(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(value, digits)
-
-
-def get_ok(url: str, timeout: float = 0.5) -> bool:
-    try:
-        return httpx.get(url, timeout=timeout, trust_env=False).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 class Run:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import signal
 import subprocess
@@ -43,7 +42,7 @@ from typing import Any
 import docker
 import httpx
 import yaml
-from common import RESULTS, ROOT, save
+from common import RESULTS, ROOT, get_ok, pct, save
 
 from tests.integration.harness import free_port
 from tests.integration.harness import wait_for as wait_until
@@ -59,18 +58,6 @@ WATCHDOG = ROOT / ".venv" / "bin" / "gpu-watchdog"
 LITELLM = ROOT / ".venv-litellm" / "bin" / "litellm"
 TEMPLATE = ROOT / "litellm" / "config.template.yaml"
 MASTER_KEY_FALLBACK = "sk-gpu-watchdog-change-me"
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
-def get_ok(url: str, timeout: float = 0.5) -> bool:
-    try:
-        return httpx.get(url, timeout=timeout, trust_env=False).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def limits_of(config: dict[str, Any]) -> dict[str, Any]:
@@ -264,8 +251,8 @@ class Run:
             "slower_than_5s": sum(1 for r in answered if r["seconds"] > SLOW),
             "retried": sum(1 for r in answered if r.get("retries")),
             "answered_by_hung_backend": sum(1 for r in answered if r.get("deployment") == hung_id),
-            "p50_s": round(pct(latencies, 0.50), 3),
-            "p99_s": round(pct(latencies, 0.99), 3),
+            "p50_s": round(pct(latencies, 0.50) or 0.0, 3),
+            "p99_s": round(pct(latencies, 0.99) or 0.0, 3),
             "max_s": round(max(latencies), 3),
         }
 
