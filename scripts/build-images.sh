@@ -4,9 +4,12 @@
 #   local/python-min           the host's python3.11 + stdlib + shared libs + busybox
 #   gpu-watchdog/standin:dev   compose/standin (the stand-in inference server)
 #   gpu-watchdog/watchdog:dev  compose/Dockerfile: the watchdog itself (WATCHDOG_BASE picks the base)
+#   gpu-watchdog/llama-server:dev  compose/llama-server: the real llama.cpp server and the tiny model that
+#                              scripts/ensure-llama-server.sh cached (skipped, said once, when it has not run)
 # Idempotent: an image that already exists is skipped unless --force is given.
 # gpu-watchdog/standin:dev is also rebuilt when compose/standin changed (its
-# context hash is kept in a label) or when local/python-min was rebuilt.
+# context hash is kept in a label) or when local/python-min was rebuilt; the
+# llama-server image when the binary, its libraries, the model or its Dockerfile changed.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +21,8 @@ HASH_LABEL=io.gpu-watchdog.standin.context-sha256
 HOST_BUSYBOX="${HOST_BUSYBOX:-/bin/busybox}"  # overridable for tests only
 WATCHDOG_IMAGE=gpu-watchdog/watchdog:dev
 WATCHDOG_BASE="${WATCHDOG_BASE:-$PYTHON_IMAGE}"  # e.g. python:3.11-slim where a registry is reachable
+LLAMA_IMAGE=gpu-watchdog/llama-server:dev
+LLAMA_DIR="$ROOT/compose/llama-server"
 
 FORCE=0
 for arg in "$@"; do
@@ -271,6 +276,34 @@ build_watchdog() {
     'import charset_normalizer.md, docker, httpx, pynvml, yaml; from yaml import CSafeLoader'
 }
 
+# ----------------------------------------------------------- llama-server
+
+# The shared libraries BIN links to (the loader included), one per line.
+llama_libs() {
+  ldd "$1" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u
+}
+
+llama_hash() { # BIN MODEL
+  { sha256sum "$1" "$2" "$LLAMA_DIR/Dockerfile" | cut -d' ' -f1
+    llama_libs "$1" | while IFS= read -r lib; do echo "$lib $(sha256sum <"$lib" | cut -d' ' -f1)"; done
+  } | sha256sum | cut -d' ' -f1
+}
+
+build_llama() { # BIN MODEL HASH
+  local ctx="$WORK/llama" lib
+  mkdir -p "$ctx/libs"
+  while IFS= read -r lib; do
+    mkdir -p "$ctx/libs$(dirname "$lib")"
+    cp -L "$lib" "$ctx/libs$lib"
+  done < <(llama_libs "$1")
+  cp "$1" "$ctx/llama-server"
+  cp "$2" "$ctx/tiny.gguf"
+  cp "$LLAMA_DIR/Dockerfile" "$ctx/Dockerfile"
+  quiet docker build --build-arg "BASE=$BUSYBOX_IMAGE" --label "$HASH_LABEL=$3" -t "$LLAMA_IMAGE" "$ctx"
+  # It runs: every library resolves inside the image.
+  quiet docker run --rm --network none --entrypoint /usr/local/bin/llama-server "$LLAMA_IMAGE" --version
+}
+
 # ------------------------------------------------------------------- main
 
 command -v docker >/dev/null 2>&1 || die "docker CLI not found (run scripts/ensure-docker.sh)"
@@ -278,9 +311,11 @@ docker version --format '{{.Server.Version}}' >/dev/null 2>&1 ||
   die "the Docker engine does not answer (run scripts/ensure-docker.sh)"
 
 start="$(date +%s.%N)"
+busybox_built=0
 if [ "$FORCE" = 1 ] || ! image_exists "$BUSYBOX_IMAGE"; then
   remember_old "$BUSYBOX_IMAGE"
   build_busybox
+  busybox_built=1
   summary "$BUSYBOX_IMAGE" "$start"
 else
   log "$BUSYBOX_IMAGE exists, skipped (--force rebuilds)"
@@ -316,5 +351,20 @@ if [ "$FORCE" = 1 ] || { [ "$python_built" = 1 ] && [ "$WATCHDOG_BASE" = "$PYTHO
   summary "$WATCHDOG_IMAGE" "$start"
 else
   log "$WATCHDOG_IMAGE is up to date, skipped (--force rebuilds)"
+fi
+start="$(date +%s.%N)"
+eval "$(bash "$ROOT/scripts/ensure-llama-server.sh" --paths)"  # BIN=... MODEL=...: where the cache keeps them
+if [ ! -x "$BIN" ] || [ ! -s "$MODEL" ]; then
+  log "$LLAMA_IMAGE skipped: no cached llama-server or tiny model (run scripts/ensure-llama-server.sh, or make llama-server)"
+else
+  hash="$(llama_hash "$BIN" "$MODEL")"
+  current="$(docker image inspect --format "{{index .Config.Labels \"$HASH_LABEL\"}}" "$LLAMA_IMAGE" 2>/dev/null || true)"
+  if [ "$FORCE" = 1 ] || [ "$busybox_built" = 1 ] || [ "$current" != "$hash" ]; then
+    remember_old "$LLAMA_IMAGE"
+    build_llama "$BIN" "$MODEL" "$hash"
+    summary "$LLAMA_IMAGE" "$start"
+  else
+    log "$LLAMA_IMAGE is up to date, skipped (--force rebuilds)"
+  fi
 fi
 remove_replaced

@@ -26,6 +26,7 @@ from watchdog.journal import Journal
 
 ROOT = Path(__file__).resolve().parents[2]
 STANDIN_IMAGE = "gpu-watchdog/standin:dev"
+LLAMA_IMAGE = "gpu-watchdog/llama-server:dev"  # the real llama.cpp server (scripts/ensure-llama-server.sh)
 RUN_LABEL = "gpu-watchdog-test.run"
 RUN_ID = uuid.uuid4().hex[:8]
 
@@ -94,6 +95,8 @@ class Fleet:
         endpoint: bool = True,
         host_port: int | None = None,
         stop_signal: str | None = None,
+        image: str = STANDIN_IMAGE,
+        run_options: dict[str, Any] | None = None,
         **label_values: str,
     ) -> Any:
         full = f"gwt-{RUN_ID}-{name}"
@@ -102,7 +105,7 @@ class Fleet:
             all_labels.setdefault(f"{self.prefix}.health-port", "8080")
         all_labels[RUN_LABEL] = RUN_ID
         container = self.client.containers.run(
-            STANDIN_IMAGE,
+            image,
             detach=True,
             name=full,
             labels=all_labels,
@@ -112,6 +115,7 @@ class Fleet:
             healthcheck=healthcheck,
             restart_policy={"Name": restart_policy} if restart_policy else None,
             stop_signal=stop_signal,
+            **(run_options or {}),  # e.g. command (arguments after the image), volumes, nano_cpus
         )
         self.names.append(full)
         return container
