@@ -1,38 +1,37 @@
 """Observe endpoints: concurrent HTTP probes that never stall the loop.
 
-Probes run on an asyncio loop in their own thread with one shared httpx
-client (connection reuse, no per-cycle TLS setup). The main loop submits
-targets and reads the histories; it never waits for a probe. An endpoint that
-accepts and never answers costs its own probe one timeout, nothing else.
+Probes run on an asyncio loop in their own thread, each a GET on a fresh connection
+(containers/http_get.py: a few hundred microseconds of CPU, so probing every second is
+cheap). The main loop submits targets and reads the histories; it never waits for a probe.
+An endpoint that accepts and never answers costs its own probe one timeout, nothing else.
 
 A suspect (its last probe failed, or one is in flight overdue: serving/suspect.py) is probed
 every `suspect_interval` with up to `failure_threshold` probes in flight at once, so a hang
 reaches the threshold in about one timeout instead of three. What the watchdog itself causes
-never counts as the server failing: a probe that waited for a free connection of our own pool
-(PoolTimeout), or that timed out while this prober's own loop was stalled (a CPU-starved
-watchdog), is dropped and probed again.
+never counts as the server failing: a probe that timed out while this prober's own loop was
+stalled (a CPU-starved watchdog) is dropped and probed again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import httpx
 from loguru import logger
 
 from watchdog.containers.diagnose import ProbeHistory
+from watchdog.containers.http_get import BadAnswer, get
 from watchdog.model import ProbeResult, ProbeStatus, ProbeTarget
 from watchdog.serving.suspect import overdue_after
 
 HISTORY_LENGTH = 16
 SCHEDULER_TICK = 0.2
-STALE_CONNECTION_ERRORS = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 PROBER_STALL = 1.0  # s the prober's own loop may be late before its timeouts stop counting
 
 
@@ -54,36 +53,23 @@ def classify(status_code: int) -> tuple[ProbeStatus, str]:
     return ProbeStatus.FAILED, f"HTTP {status_code}"
 
 
-async def probe_once(client: httpx.AsyncClient, url: str, timeout: float, clock: Callable[[], float]) -> ProbeResult:
-    """One GET with its own deadline; every outcome is a ProbeResult, never an exception.
-
-    Waiting for a free connection of our own pool is our delay, not the server's: the
-    result is marked `inconclusive` (detail "pool") for the caller to drop.
-    """
+async def probe_once(url: str, timeout: float, clock: Callable[[], float]) -> ProbeResult:
+    """One GET with its own deadline; every outcome is a ProbeResult, never an exception."""
     started = time.monotonic()
     try:
-        try:
-            response = await asyncio.wait_for(client.get(url, timeout=timeout), timeout + 0.5)
-        except STALE_CONNECTION_ERRORS:
-            # A pooled keep-alive connection the server closed while idle (cpp-httplib closes
-            # after 5 s, our poll interval) is not the server failing: one retry on a new connection.
-            remaining = max(0.1, timeout - (time.monotonic() - started))
-            response = await asyncio.wait_for(client.get(url, timeout=remaining), remaining + 0.5)
-        status, detail = classify(response.status_code)
-    except httpx.PoolTimeout:
-        status, detail = ProbeStatus.FAILED, INCONCLUSIVE
-    except (TimeoutError, httpx.TimeoutException):
+        answer = await get(url, timeout)
+        status, detail = classify(answer.status)
+    except TimeoutError:
         status, detail = ProbeStatus.FAILED, f"timeout after {timeout:g} s"
-    except httpx.ConnectError as exc:
-        status, detail = ProbeStatus.FAILED, f"connection failed: {exc}" if str(exc) else "connection refused"
-    except httpx.HTTPError as exc:
-        cause = exc.__cause__ or exc.__context__
-        why = str(exc) or (f"{type(cause).__name__}: {cause}" if cause else "no detail")
-        status, detail = ProbeStatus.FAILED, f"{type(exc).__name__} after {time.monotonic() - started:.2f} s: {why}"
+    except ConnectionRefusedError:
+        status, detail = ProbeStatus.FAILED, "connection refused"
+    except ssl.SSLError as exc:
+        status, detail = ProbeStatus.FAILED, f"TLS failed: {exc.reason or exc}"
+    except BadAnswer as exc:
+        status, detail = ProbeStatus.FAILED, f"bad answer after {time.monotonic() - started:.2f} s: {exc}"
+    except OSError as exc:
+        status, detail = ProbeStatus.FAILED, f"connection failed: {exc.strerror or exc}"
     return ProbeResult(clock(), status, detail, time.monotonic() - started)
-
-
-INCONCLUSIVE = "inconclusive: waited for the watchdog's own connection pool"
 
 
 class Prober:
@@ -116,42 +102,13 @@ class Prober:
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="http-prober", daemon=True)
-        # One small client per endpoint origin: httpcore's pool walks every connection it holds
-        # (with a syscall each) on every request event, so one pool over 64 endpoints goes
-        # quadratic (profiled: 70% of the prober's time). The TLS context is built once, shared.
-        self._ssl = httpx.create_ssl_context()
-        self._clients: dict[str, httpx.AsyncClient] = {}
         self._thread.start()
         self._scheduler = asyncio.run_coroutine_threadsafe(self._schedule(), self._loop)
-
-    def _client_for(self, url: str) -> httpx.AsyncClient:
-        """On the prober's loop only. trust_env=False: never a proxy from the environment in between."""
-        origin = _origin(url)
-        client = self._clients.get(origin)
-        if client is None:
-            client = httpx.AsyncClient(
-                trust_env=False,
-                follow_redirects=False,
-                verify=self._ssl,
-                limits=httpx.Limits(max_connections=8, max_keepalive_connections=2),
-            )
-            self._clients[origin] = client
-        return client
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         """The prober's own asyncio loop: other slow-cadence probes (serving/probe.py) run on it too."""
         return self._loop
-
-    def client_for(self, url: str) -> httpx.AsyncClient:
-        """The pooled client of this URL's origin (on the prober's loop only): one pool per server."""
-        return self._client_for(url)
-
-    def _close_unused_clients(self) -> None:
-        with self._lock:
-            wanted = {_origin(s.target.url) for s in self._states.values()}
-        for origin in [o for o in self._clients if o not in wanted]:
-            self._loop.create_task(self._clients.pop(origin).aclose())
 
     def set_targets(self, targets: Iterable[ProbeTarget]) -> None:
         """The endpoints to probe from now on; a new container life is probed at once."""
@@ -164,7 +121,6 @@ class Prober:
                 live[target.container_id] = state
             self._states = live
         self._loop.call_soon_threadsafe(self._launch_due)
-        self._loop.call_soon_threadsafe(self._close_unused_clients)
 
     def set_fast(self, container_ids: Iterable[str], interval: float) -> None:
         """Probe these every `interval` instead (a backend out of rotation: back the moment it answers)."""
@@ -224,7 +180,7 @@ class Prober:
         """Probe every target once, now, and wait (for `run --once` and benchmarks)."""
 
         async def run_all() -> list[ProbeResult]:
-            probes = (probe_once(self._client_for(t.url), t.url, self.timeout, self._clock) for t in targets_list)
+            probes = (probe_once(t.url, self.timeout, self._clock) for t in targets_list)
             return list(await asyncio.gather(*probes))
 
         targets_list = list(targets)
@@ -234,11 +190,11 @@ class Prober:
     async def _probe(self, state: _TargetState, started: float) -> None:
         launched = time.monotonic()
         try:
-            result = await probe_once(self._client_for(state.target.url), state.target.url, self.timeout, self._clock)
+            result = await probe_once(state.target.url, self.timeout, self._clock)
         except Exception as exc:  # a probe must never take the prober down
             logger.exception("probe of {} crashed: {}", state.target.url, exc)
             result = ProbeResult(self._clock(), ProbeStatus.FAILED, f"probe error: {exc}")
-        ours = result.detail == INCONCLUSIVE or (result.status == ProbeStatus.FAILED and self._stalled_during(launched))
+        ours = result.status == ProbeStatus.FAILED and self._stalled_during(launched)
         with self._lock:
             previous = state.results[-1] if state.results else None
             if started in state.in_flight:
@@ -263,16 +219,13 @@ class Prober:
 
     def close(self) -> None:
         async def shutdown() -> None:
-            self._scheduler.cancel()
-            for client in list(self._clients.values()):
-                await client.aclose()
+            """Cancel every task on this loop (probes in flight, the progress probe) and let them finish."""
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         with contextlib.suppress(Exception):  # best effort
             asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
-
-
-def _origin(url: str) -> str:
-    parsed = httpx.URL(url)
-    return f"{parsed.scheme}://{parsed.host}:{parsed.port}"

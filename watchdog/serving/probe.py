@@ -1,9 +1,11 @@
 """The progress probe: each server's /metrics at a slow cadence, on the HTTP prober's thread.
 
-I/O. It shares the prober's asyncio loop and its per-origin connection pools (a keep-alive
-connection per server, no thread, no TLS setup per probe), so it costs one small GET and a
-parse of a few filtered lines per server per `serving.progress_interval`. The main loop reads
-the latest readings and never waits for one.
+I/O. It shares the prober's asyncio loop and its transport (containers/http_get.py: a GET on a
+fresh connection, no thread), so it costs one small GET and a parse of a few filtered lines
+per server per `serving.progress_interval`. Each sample is folded into the progress book as
+it arrives; a sample that completes a wedge's evidence wakes the main loop (`on_wedged`), so
+a wedged server goes out of rotation within a sample of its stall window, not a poll later.
+The main loop reads the verdicts and never waits for a reading.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import httpx
 from loguru import logger
 
+from watchdog.containers.http_get import METRICS_BODY_LIMIT, BadAnswer, get
 from watchdog.containers.http_probe import Prober
 from watchdog.serving.counters import detect_kind, parse_counters
-from watchdog.serving.progress import CounterSample, ServerKind
+from watchdog.serving.progress import CounterSample, ProgressBook, ServerKind, Wedged, wedged
 
 TICK = 0.5
 
@@ -33,24 +35,33 @@ class ProgressTarget:
     life: float | None
     url: str
     kind: ServerKind | None = None
+    stall_window: float = 30.0
 
 
 @dataclass(frozen=True)
 class ProgressReading:
-    """The latest sample of one server, or why it is unmonitored (said once by the caller)."""
+    """Why one server's progress is unmonitored (said once by the caller); None: monitored."""
 
-    sample: CounterSample | None = None
     unmonitored: str | None = None
 
 
 class ProgressProbe:
     """Fetches every target's metrics every `interval` on the prober's loop; `readings()` for the loop."""
 
-    def __init__(self, prober: Prober, interval: float, timeout: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        prober: Prober,
+        interval: float,
+        timeout: float,
+        clock: Callable[[], float] = time.time,
+        on_wedged: Callable[[], None] | None = None,
+    ) -> None:
         self.prober = prober
         self.interval = interval
         self.timeout = timeout
         self._clock = clock
+        self._on_wedged = on_wedged  # called (on the prober's thread) when a sample completes a wedge's evidence
+        self._book = ProgressBook()
         self._lock = threading.Lock()
         self._targets: dict[str, ProgressTarget] = {}
         self._readings: dict[str, ProgressReading] = {}
@@ -72,10 +83,27 @@ class ProgressProbe:
                 self._kinds.pop(cid, None)
                 self._due.pop(cid, None)
             self._targets = wanted
+            self._book.keep_only({cid: t.life for cid, t in wanted.items()})
 
-    def readings(self) -> dict[str, ProgressReading]:
+    @property
+    def max_age(self) -> float:
+        """A sample older than this gives no verdict: the /metrics probe has stopped answering."""
+        return 3 * self.interval + self.timeout
+
+    def unmonitored(self) -> dict[str, str]:
+        """Container ID -> why its progress is unmonitored."""
         with self._lock:
-            return dict(self._readings)
+            return {cid: r.unmonitored for cid, r in self._readings.items() if r.unmonitored}
+
+    def verdicts(self, now: float) -> dict[str, Wedged]:
+        """Container ID -> its wedged verdict, over the monitored targets."""
+        with self._lock:
+            windows = {
+                cid: t.stall_window
+                for cid, t in self._targets.items()
+                if not (cid in self._readings and self._readings[cid].unmonitored)
+            }
+            return self._book.verdicts(windows, now, self.max_age)
 
     async def _schedule(self) -> None:
         while True:
@@ -94,32 +122,40 @@ class ProgressProbe:
             await asyncio.sleep(TICK)
 
     async def _fetch(self, target: ProgressTarget) -> None:
-        reading: ProgressReading | None
+        got: ProgressReading | CounterSample | None
         try:
-            reading = await self._read(target)
+            got = await self._read(target)
         except Exception as exc:  # a probe must never take the prober down
             logger.exception("progress probe of {} crashed: {}", target.url, exc)
-            reading = None
+            got = None
+        newly_wedged = False
         with self._lock:
             self._in_flight.discard(target.container_id)
-            if reading is not None and self._targets.get(target.container_id) == target:
-                self._readings[target.container_id] = reading
+            if got is None or self._targets.get(target.container_id) != target:
+                return
+            if isinstance(got, ProgressReading):
+                self._readings[target.container_id] = got
+                return
+            self._readings[target.container_id] = ProgressReading()
+            track = self._book.fold(target.container_id, target.life, got)
+            newly_wedged = wedged(track, target.stall_window, got.at, self.max_age) is not None
+        if newly_wedged and self._on_wedged is not None:
+            self._on_wedged()
 
-    async def _read(self, target: ProgressTarget) -> ProgressReading | None:
-        """None: no answer this time (a failing server is the health probe's to judge); keep the last one."""
-        client = self.prober.client_for(target.url)
+    async def _read(self, target: ProgressTarget) -> ProgressReading | CounterSample | None:
+        """A sample, or why there is none for good; None: no answer this time (the health probe judges)."""
         try:
-            response = await asyncio.wait_for(client.get(target.url, timeout=self.timeout), self.timeout + 0.5)
-        except (TimeoutError, httpx.HTTPError):
+            answer = await get(target.url, self.timeout, body_limit=METRICS_BODY_LIMIT)
+        except (TimeoutError, OSError, BadAnswer):  # ssl.SSLError is an OSError
             return None
         at = self._clock()
-        if response.status_code == 404:
+        if answer.status == 404:
             return ProgressReading(
                 unmonitored=f"{target.url} answers 404: progress unmonitored (llama.cpp: start it with --metrics)"
             )
-        if response.status_code != 200:
+        if answer.status != 200:
             return None
-        text = response.text
+        text = answer.body.decode("utf-8", errors="replace")
         kind = target.kind or self._kinds.get(target.container_id) or detect_kind(text)
         if kind is None or kind == ServerKind.OPENAI:
             return ProgressReading(
@@ -131,7 +167,7 @@ class ProgressProbe:
         sample = parse_counters(text, kind, at)
         if sample is None:
             return ProgressReading(unmonitored=f"{target.url} lacks the {kind.value} token or request counters")
-        return ProgressReading(sample=sample)
+        return sample
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

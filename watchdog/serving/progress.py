@@ -103,22 +103,33 @@ def wedged(track: ProgressTrack, stall_window: float, now: float, max_age: float
 
 
 class ProgressBook:
-    """One track per container life; the loop folds each cycle's latest samples in."""
+    """One track per container life. The progress probe folds each sample in as it arrives
+    (so a wedge is seen the moment the evidence is complete, not at the next cycle); the loop
+    reads the verdicts."""
 
     def __init__(self) -> None:
         self._tracks: dict[str, tuple[float | None, ProgressTrack]] = {}
 
-    def observe(self, samples: Mapping[str, CounterSample], lives: Mapping[str, float | None]) -> None:
+    def keep_only(self, lives: Mapping[str, float | None]) -> None:
         """`lives`: container ID -> its StartedAt; a new life starts a fresh track, a gone container is dropped."""
-        kept: dict[str, tuple[float | None, ProgressTrack]] = {}
+        self._tracks = {cid: held for cid, held in self._tracks.items() if cid in lives and held[0] == lives[cid]}
+
+    def fold(self, container_id: str, life: float | None, sample: CounterSample) -> ProgressTrack:
+        """Fold one sample of this life in (a sample from before the life began is ignored); the new track."""
+        held = self._tracks.get(container_id)
+        track = held[1] if held is not None and held[0] == life else ProgressTrack()
+        if life is None or sample.at >= life:
+            track = advance(track, sample)
+        self._tracks[container_id] = (life, track)
+        return track
+
+    def observe(self, samples: Mapping[str, CounterSample], lives: Mapping[str, float | None]) -> None:
+        """Keep only `lives`, then fold each one's sample in (one batch at a time)."""
+        self.keep_only(lives)
         for container_id, life in lives.items():
-            held = self._tracks.get(container_id)
-            track = held[1] if held is not None and held[0] == life else ProgressTrack()
             sample = samples.get(container_id)
-            if sample is not None and (life is None or sample.at >= life):
-                track = advance(track, sample)
-            kept[container_id] = (life, track)
-        self._tracks = kept
+            if sample is not None:
+                self.fold(container_id, life, sample)
 
     def track(self, container_id: str) -> ProgressTrack:
         held = self._tracks.get(container_id)

@@ -14,7 +14,7 @@ from watchdog.containers.http_probe import Prober
 from watchdog.model import ContainerSnapshot, ContainerState
 from watchdog.serving.findings import ServingFindings
 from watchdog.serving.probe import ProgressProbe, ProgressTarget
-from watchdog.serving.progress import ProgressBook, ServerKind
+from watchdog.serving.progress import ServerKind
 from watchdog.serving.suspect import suspect_reason
 from watchdog.subsystem import CycleView, Services
 
@@ -35,8 +35,9 @@ class ServingWatch:
         self.prober = prober
         prober.suspect_after = config.serving.suspect_after
         prober.on_overdue = lambda _target: services.wake()  # an overdue probe: judge the suspect now
-        self.book = ProgressBook()
-        self.probe = ProgressProbe(prober, config.serving.progress_interval, config.probe_timeout, services.clock)
+        self.probe = ProgressProbe(
+            prober, config.serving.progress_interval, config.probe_timeout, services.clock, on_wedged=services.wake
+        )
         self._said: dict[str, str] = {}
         self.errors = 0
 
@@ -82,23 +83,14 @@ class ServingWatch:
         targets = []
         for c in monitored:
             url = metrics_url(c)
-            if url is not None:
-                kind = ServerKind(c.spec.server) if c.spec and c.spec.server else None
-                targets.append(ProgressTarget(c.id, c.started_at, url, kind))
+            if url is not None and c.spec is not None:
+                kind = ServerKind(c.spec.server) if c.spec.server else None
+                window = c.spec.stall_window or settings.stall_window
+                targets.append(ProgressTarget(c.id, c.started_at, url, kind, window))
         self.probe.set_targets(targets)
-        readings = self.probe.readings()
-        samples = {cid: r.sample for cid, r in readings.items() if r.sample is not None}
-        self.book.observe(samples, {c.id: c.started_at for c in monitored})
-        unmonitored = {cid: r.unmonitored for cid, r in readings.items() if r.unmonitored}
+        unmonitored = self.probe.unmonitored()
         self._say_unmonitored(view, unmonitored)
-        windows = {
-            c.id: (c.spec.stall_window if c.spec and c.spec.stall_window else settings.stall_window)
-            for c in monitored
-            if c.id not in unmonitored
-        }
-        max_age = 3 * settings.progress_interval + self.config.probe_timeout
-        wedged = self.book.verdicts(windows, now, max_age)
-        return ServingFindings(wedged, suspects, unmonitored)
+        return ServingFindings(self.probe.verdicts(now), suspects, unmonitored)
 
     def steer_probes(self, view: CycleView, restarting: set[str] | frozenset[str]) -> None:
         """After the plan: how often each endpoint is probed next.
