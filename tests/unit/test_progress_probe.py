@@ -27,6 +27,7 @@ class Counters(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         s = self.state
+        s["reads"] = s.get("reads", 0) + 1
         body = (
             f"llamacpp:n_decode_total {s['tokens']}\n"
             f"llamacpp:requests_processing {s['running']}\n"
@@ -108,3 +109,31 @@ def test_a_server_without_metrics_is_unmonitored_not_wedged(metrics_server: tupl
     finally:
         probe.close()
         prober.close()
+
+
+def reads_in(url: str, state: dict[str, float], seconds: float) -> float:
+    """How many times a probe read /metrics in `seconds`: every 5 s while idle, every 0.2 s while busy."""
+    prober = Prober(timeout=1.0, min_interval=60.0)
+    probe = ProgressProbe(prober, 5.0, 1.0, busy_interval=0.2)
+    state["reads"] = 0
+    try:
+        probe.set_targets([ProgressTarget("c1", None, url, ServerKind.LLAMA_CPP, 30.0)])
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            state["tokens"] += 1
+            time.sleep(0.05)
+        return state["reads"]
+    finally:
+        probe.close()
+        prober.close()
+
+
+def test_a_busy_server_is_read_at_the_busy_cadence_an_idle_one_at_the_slow_one(
+    metrics_server: tuple[str, dict[str, float]],
+) -> None:
+    url, state = metrics_server
+    busy = reads_in(url, state, 2.2)
+    state["running"] = 0
+    idle = reads_in(url, state, 2.2)
+    assert busy >= 4, busy  # every 0.5 s (the scheduler's tick bounds the 0.2 s)
+    assert idle == 1, idle  # the first reading, then not for 5 s

@@ -10,7 +10,15 @@ from watchdog.containers.diagnose import ProbeHistory, diagnose
 from watchdog.containers.labels import parse_spec
 from watchdog.model import ContainerSnapshot, ContainerSpec, ContainerState, FaultKind, ProbeResult, ProbeStatus
 from watchdog.serving.counters import detect_kind, parse_counters
-from watchdog.serving.progress import CounterSample, ProgressBook, ProgressTrack, ServerKind, advance, wedged
+from watchdog.serving.progress import (
+    CounterSample,
+    ProgressBook,
+    ProgressTrack,
+    ServerKind,
+    advance,
+    reading_interval,
+    wedged,
+)
 from watchdog.serving.suspect import overdue_after, suspect_reason
 
 L = ServerKind.LLAMA_CPP
@@ -207,3 +215,11 @@ def test_serving_config() -> None:
     assert config.serving.stall_window == 60 and not config.serving.progress and config.probe_interval == 0.5
     with pytest.raises(ConfigError, match=r"serving\.stall_windw"):
         parse_config({"serving": {"stall_windw": 30}}, env={})
+
+
+def test_busy_servers_are_read_often_idle_ones_seldom() -> None:
+    idle = CounterSample(1.0, ServerKind.LLAMA_CPP, tokens=5, running=0, waiting=0)
+    queued = CounterSample(2.0, ServerKind.LLAMA_CPP, tokens=5, running=0, waiting=2)
+    assert reading_interval(ProgressTrack(), 10.0, 2.0) == 10.0  # never read yet: nothing known
+    assert reading_interval(advance(ProgressTrack(), idle), 10.0, 2.0) == 10.0
+    assert reading_interval(advance(advance(ProgressTrack(), idle), queued), 10.0, 2.0) == 2.0

@@ -92,7 +92,8 @@ class ServingConfig:
     """Serving-level liveness: a server is judged by whether it serves, not only by /health."""
 
     progress: bool = True  # read llama.cpp/vLLM /metrics: work waiting while tokens stand still = wedged
-    progress_interval: float = 30.0  # s between two /metrics reads of one server (each costs about one probe)
+    progress_interval: float = 10.0  # s between two /metrics reads of a server with nothing to do (about one probe)
+    progress_busy_interval: float = 2.0  # the same while it has work: a wedge is out within stall_window + this
     stall_window: float = 30.0  # s of busy, frozen counters that make a server wedged (label stall-window)
     suspect_after: float = 1.0  # s; a probe in flight max(this, 5 x its slowest recent answer) makes it suspect
     suspect_probe_interval: float = 0.5  # s between probes of a suspect (up to failure_threshold in flight)
@@ -133,7 +134,7 @@ class Config:
     """The daemon's settings: top-level knobs, then one section per concern; frozen, shared by every part."""
 
     poll_interval: float = 5.0
-    probe_interval: float = 5.0  # s between two /health probes of one endpoint (suspects: faster); 1 s costs 5x CPU
+    probe_interval: float = 2.0  # s between two /health probes of one endpoint (suspects: faster): bench/idle_cost.py
     probe_timeout: float = 3.0
     failure_threshold: int = 3
     default_start_period: float = 120.0

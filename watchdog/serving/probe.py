@@ -2,9 +2,11 @@
 
 I/O. It shares the prober's asyncio loop and its transport (containers/http_get.py: a GET on a
 fresh connection, no thread), so it costs one small GET and a parse of a few filtered lines
-per server per `serving.progress_interval`. Each sample is folded into the progress book as
-it arrives; a sample that completes a wedge's evidence wakes the main loop (`on_wedged`), so
-a wedged server goes out of rotation within a sample of its stall window, not a poll later.
+per server per `serving.progress_interval` while the server has nothing to do, and per
+`serving.progress_busy_interval` while it has work (progress.reading_interval). Each sample
+is folded into the progress book as it arrives; a sample that completes a wedge's evidence
+wakes the main loop (`on_wedged`), so a wedged server goes out of rotation within a sample of
+its stall window, not a poll later.
 The main loop reads the verdicts and never waits for a reading.
 """
 
@@ -22,7 +24,7 @@ from loguru import logger
 from watchdog.containers.http_get import METRICS_BODY_LIMIT, BadAnswer, get
 from watchdog.containers.http_probe import Prober
 from watchdog.serving.counters import detect_kind, parse_counters
-from watchdog.serving.progress import CounterSample, ProgressBook, ServerKind, Wedged, wedged
+from watchdog.serving.progress import CounterSample, ProgressBook, ServerKind, Wedged, reading_interval, wedged
 
 TICK = 0.5
 
@@ -54,10 +56,13 @@ class ProgressProbe:
         interval: float,
         timeout: float,
         clock: Callable[[], float] = time.time,
+        *,
         on_wedged: Callable[[], None] | None = None,
+        busy_interval: float | None = None,
     ) -> None:
         self.prober = prober
-        self.interval = interval
+        self.interval = interval  # between readings of a server with nothing to do
+        self.busy_interval = interval if busy_interval is None else min(busy_interval, interval)
         self.timeout = timeout
         self._clock = clock
         self._on_wedged = on_wedged  # called (on the prober's thread) when a sample completes a wedge's evidence
@@ -118,10 +123,10 @@ class ProgressProbe:
                     self._in_flight.add(target.container_id)
                     self._due[target.container_id] = now + self.interval
             for target in due:
-                asyncio.get_running_loop().create_task(self._fetch(target))
+                asyncio.get_running_loop().create_task(self._fetch(target, now))
             await asyncio.sleep(TICK)
 
-    async def _fetch(self, target: ProgressTarget) -> None:
+    async def _fetch(self, target: ProgressTarget, launched: float) -> None:
         got: ProgressReading | CounterSample | None
         try:
             got = await self._read(target)
@@ -138,6 +143,7 @@ class ProgressProbe:
                 return
             self._readings[target.container_id] = ProgressReading()
             track = self._book.fold(target.container_id, target.life, got)
+            self._due[target.container_id] = launched + reading_interval(track, self.interval, self.busy_interval)
             newly_wedged = wedged(track, target.stall_window, got.at, self.max_age) is not None
         if newly_wedged and self._on_wedged is not None:
             self._on_wedged()

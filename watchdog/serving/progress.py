@@ -60,6 +60,18 @@ def advance(track: ProgressTrack, sample: CounterSample) -> ProgressTrack:
     return ProgressTrack(sample, moved_at, busy_since, track.resets)
 
 
+def reading_interval(track: ProgressTrack, idle_interval: float, busy_interval: float) -> float:
+    """Seconds from one /metrics reading of a server to its next: short while it has work, long while it has none.
+
+    A stall is timed from the last reading that saw the tokens move (the server has certainly made
+    no progress since), so a wedge is called at most one reading interval after its window has
+    truly passed: busy servers are read every `busy_interval` to keep that margin small. A server
+    with nothing to do cannot be wedged; reading it every `idle_interval` only notices work arriving.
+    """
+    last = track.last
+    return busy_interval if last is not None and last.busy else idle_interval
+
+
 @dataclass(frozen=True)
 class Wedged:
     """A wedged verdict with its evidence (for the fault's reason and the journal's detail)."""

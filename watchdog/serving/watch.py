@@ -36,7 +36,12 @@ class ServingWatch:
         prober.suspect_after = config.serving.suspect_after
         prober.on_overdue = lambda _target: services.wake()  # an overdue probe: judge the suspect now
         self.probe = ProgressProbe(
-            prober, config.serving.progress_interval, config.probe_timeout, services.clock, on_wedged=services.wake
+            prober,
+            config.serving.progress_interval,
+            config.probe_timeout,
+            services.clock,
+            on_wedged=services.wake,
+            busy_interval=config.serving.progress_busy_interval,
         )
         self._said: dict[str, str] = {}
         self.errors = 0
@@ -44,6 +49,7 @@ class ServingWatch:
     def apply_config(self, config: Config) -> None:
         self.config = config
         self.probe.interval = config.serving.progress_interval
+        self.probe.busy_interval = min(config.serving.progress_busy_interval, config.serving.progress_interval)
         self.probe.timeout = config.probe_timeout
         self.prober.suspect_after = config.serving.suspect_after
 
