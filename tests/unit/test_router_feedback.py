@@ -255,3 +255,19 @@ def test_the_rotation_file_carries_the_outlier_settings_and_the_clears(tmp_path:
     journal.close()
     assert doc["version"] == 1 and doc["cleared"] == {"b0.gpu0": 12.5}
     assert doc["outlier"] == {"consecutive": 4, "base_ejection": 10.0, "max_ejection": 300.0, "max_percent": 50.0}
+
+
+def test_the_third_report_in_ten_minutes_is_no_longer_cleared(feedback: Any, tmp_path: Path) -> None:
+    watch, journal = feedback
+    b0 = backend("b0", "0")
+    now = time.time()
+    for streak in range(3):
+        failed_at = now + streak * 20
+        write_report(tmp_path, "h-1", report_text(failed_at, **{"b0.gpu0": row(at=failed_at, until=failed_at + 10)}))
+        watch.reader.scan()
+        answered = CycleView((b0,), {b0.id: ProbeHistory((ok(failed_at + 0.5),), now - 9)})
+        watch.suspects(answered, failed_at + 1)
+    assert len(journal.entries(kind="router-cleared")) == 2
+    reports = [e["reason"] for e in journal.entries(kind="router-report")]
+    assert len(reports) == 4 and sum("no longer cleared" in r for r in reports) == 1, reports
+    assert watch.suspects(answered, now + 41) == {}  # not a suspect either: the failure threshold decides

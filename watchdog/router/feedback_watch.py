@@ -32,8 +32,7 @@ class RouterFeedback:
         self.journal = services.journal
         self.reader = ReportReader(directory, services.clock, services.wake)
         self.cleared: dict[str, float] = {}  # deployment -> when a probe showed it serving (rotation.json)
-        self._ejections: dict[str, list[float]] = {}  # deployment -> when the watchdog saw each ejection
-        self._ejected_until: dict[str, float] = {}
+        self._streaks: dict[str, list[float]] = {}  # deployment -> when each reported streak began
         self._open: set[str] = set()  # deployments whose streak is journaled and not yet over
         self._not_cleared: set[str] = set()
         self.reports_total = 0
@@ -60,10 +59,21 @@ class RouterFeedback:
         self.reader.start()
         reports = self.reader.reports()
         by_deployment = {deployment_id(c.name, c.gpus): c for c in view.containers if c.managed}
-        self._count_ejections(reports, now)
-        probes = {ident: view.histories[c.id].results for ident, c in by_deployment.items() if c.id in view.histories}
-        verdict = judge(reports, probes, self.cleared, self._ejections, now)
         names = {ident: c.name for ident, c in by_deployment.items()}
+        fresh = [i for i, r in sorted(reports.items()) if i not in self._open and self._alarm(r, now)]
+        for ident in fresh:  # a new streak: counted before it is judged (the third is not cleared)
+            self._open.add(ident)
+            self._streaks.setdefault(ident, []).append(now)
+        self._streaks = {i: [t for t in ts if now - t <= CLEARS_WINDOW] for i, ts in self._streaks.items()}
+        probes = {ident: view.histories[c.id].results for ident, c in by_deployment.items() if c.id in view.histories}
+        verdict = judge(reports, probes, self.cleared, self._streaks, now)
+        for ident in fresh:
+            self.reports_total += 1
+            message = f"{ident}: the proxy reports {evidence(reports[ident], now)}"
+            if ident not in verdict.not_cleared:
+                message += "; probing it now"
+            logger.bind(container=names.get(ident, ident), deployment=ident).warning("{}", message)
+            self.journal.record(EntryKind.ROUTER_REPORT, message, ts=now, container=names.get(ident))
         for ident, at in verdict.clear.items():
             self.cleared[ident] = at
             self._open.discard(ident)
@@ -75,27 +85,16 @@ class RouterFeedback:
                 self._not_cleared.add(ident)
                 logger.bind(container=names.get(ident, ident), deployment=ident).warning("{}: {}", ident, why)
                 self.journal.record(EntryKind.ROUTER_REPORT, f"{ident}: {why}", ts=now, container=names.get(ident))
-        for ident in verdict.suspects:
-            if ident not in self._open:
-                self._open.add(ident)
-                self.reports_total += 1
-                message = f"{ident}: the proxy reports {evidence(reports[ident], now)}; probing it now"
-                logger.bind(container=names.get(ident, ident), deployment=ident).warning("{}", message)
-                self.journal.record(EntryKind.ROUTER_REPORT, message, ts=now, container=names.get(ident))
         self._open &= {i for i, r in reports.items() if alarming(r, now)}
-        self._not_cleared &= {i for i, times in self._ejections.items() if times}
+        self._not_cleared &= {i for i, times in self._streaks.items() if times}
         self.cleared = {i: t for i, t in self.cleared.items() if now - t <= CLEARS_WINDOW}
         self._keep_view(reports, names, now)
         return {by_deployment[i].id: why for i, why in verdict.suspects.items() if i in by_deployment}
 
-    def _count_ejections(self, reports: Mapping[str, DeploymentReport], now: float) -> None:
-        for ident, report in reports.items():
-            until = report.ejected_until or 0.0
-            if until > now and until > self._ejected_until.get(ident, 0.0):
-                self._ejections.setdefault(ident, []).append(now)
-            self._ejected_until[ident] = max(until, self._ejected_until.get(ident, 0.0))
-        for ident in list(self._ejections):
-            self._ejections[ident] = [t for t in self._ejections[ident] if now - t <= CLEARS_WINDOW]
+    def _alarm(self, report: DeploymentReport, now: float) -> bool:
+        """A streak or ejection the watchdog has not cleared."""
+        last = report.last_failure_at
+        return last is not None and alarming(report, now) and self.cleared.get(report.deployment, float("-inf")) < last
 
     def _keep_view(self, reports: Mapping[str, DeploymentReport], names: Mapping[str, str], now: float) -> None:
         """For status and /metrics: each reported deployment as the router sees it."""

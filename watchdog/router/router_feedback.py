@@ -6,7 +6,7 @@ connection errors or 5xx on real traffic and reports it. Here a reported deploym
 *router suspect*: out of rotation at once and probed fast, like any suspect. A probe that started
 after the report's last failure and answered OK clears it (the ejection ends, the proxy routes
 there again); one that fails counts towards the failure threshold, and the normal fault path
-restarts it. A deployment the proxy ejected again and again (`MAX_CLEARS` ejections within
+restarts it. A deployment the proxy reported again and again (`MAX_CLEARS` streaks within
 `CLEARS_WINDOW`) while its probes answer fails in a way the probe cannot see (/health fine,
 completions not): it is no longer cleared, and the proxy's growing ejection keeps it out.
 """
@@ -25,7 +25,7 @@ REPORT_VERSION = 1
 REPORT_PREFIX = "router-report-"
 STALE_AFTER = 60.0  # s; an older report (a proxy gone or idle) is ignored
 STREAK = 2  # failures in a row that make a deployment a router suspect before its ejection
-MAX_CLEARS = 3  # ejections of one deployment within CLEARS_WINDOW after which it is no longer cleared
+MAX_CLEARS = 3  # reported streaks of one deployment within CLEARS_WINDOW from which on it is not cleared
 CLEARS_WINDOW = 600.0
 
 
@@ -151,20 +151,20 @@ def judge(
     reports: Mapping[str, DeploymentReport],
     probes: Mapping[str, Sequence[ProbeResult]],
     cleared: Mapping[str, float],
-    ejections: Mapping[str, Sequence[float]],
+    streaks: Mapping[str, Sequence[float]],
     now: float,
 ) -> Judgement:
     """`probes`: deployment -> its container's probe results; `cleared`: deployment -> when it was
-    cleared; `ejections`: deployment -> when the watchdog saw each of its ejections."""
+    cleared; `streaks`: deployment -> when each of its reported streaks began, this one included."""
     verdict = Judgement()
     for ident, report in sorted(reports.items()):
         last = report.last_failure_at
         if last is None or not alarming(report, now) or cleared.get(ident, float("-inf")) >= last:
             continue
-        recent = [t for t in ejections.get(ident, ()) if now - t <= CLEARS_WINDOW]
+        recent = [t for t in streaks.get(ident, ()) if now - t <= CLEARS_WINDOW]
         if len(recent) >= MAX_CLEARS:
             verdict.not_cleared[ident] = (
-                f"ejected {len(recent)} times in {CLEARS_WINDOW / 60:.0f} min while its probes answer: "
+                f"reported {len(recent)} times in {CLEARS_WINDOW / 60:.0f} min while its probes answer: "
                 "failing in a way /health does not show; no longer cleared (the proxy's ejection grows)"
             )
             continue
