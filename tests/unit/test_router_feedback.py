@@ -271,3 +271,32 @@ def test_the_third_report_in_ten_minutes_is_no_longer_cleared(feedback: Any, tmp
     reports = [e["reason"] for e in journal.entries(kind="router-report")]
     assert len(reports) == 4 and sum("no longer cleared" in r for r in reports) == 1, reports
     assert watch.suspects(answered, now + 41) == {}  # not a suspect either: the failure threshold decides
+
+
+def router_view(reports: int, ejected: bool) -> dict[str, Any]:
+    row = {"container": "b0", "failures": 3, "last_failure": "5xx", "ejected": ejected}
+    return {
+        "plan": "ok",
+        "litellm": {"config": "c.yaml", "rotation": {}, "outliers": {"b0.gpu0": row}, "router_reports": reports},
+    }
+
+
+def test_metrics_count_reports_and_ejected_deployments() -> None:
+    from watchdog.model import Diagnosis
+    from watchdog.ops.metrics import Metrics
+
+    metrics = Metrics("host")
+    metrics.observe([], Diagnosis(), [], {}, router_view(1, True), engine_up=True)
+    metrics.observe([], Diagnosis(), [], {}, router_view(3, True), engine_up=True)
+    text = metrics.exposition().decode()
+    assert "gpu_watchdog_router_reports_total 3.0" in text
+    assert "gpu_watchdog_router_ejected_deployments 1.0" in text
+    metrics.observe([], Diagnosis(), [], {}, router_view(3, False), engine_up=True)
+    assert "gpu_watchdog_router_ejected_deployments 0.0" in metrics.exposition().decode()
+
+
+def test_status_shows_the_routers_view_of_a_failing_deployment() -> None:
+    from watchdog.ops.status import render_router
+
+    lines = render_router(router_view(1, True))
+    assert "  router: b0.gpu0: 3 failure(s) in a row (last: 5xx), EJECTED by the proxy" in lines
