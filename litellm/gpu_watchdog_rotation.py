@@ -14,18 +14,35 @@ is never dropped. When every candidate of a model is out, `all_down` decides:
 can never black-hole a model; "fail-fast" returns none, and the client gets an
 immediate error instead of waiting on a dead backend's timeout.
 
+Outcomes too (LiteLLM's success and failure hooks on the same callback): the outlier book
+(gpu_watchdog_outliers.py) ejects a deployment after `outlier.consecutive` failures in a row on real
+traffic, at once and on its own, within its bounds, whether or not the watchdog is there (it is the
+proxy's own evidence: a stale rotation file still ejects). What it saw goes to the watchdog in
+router-report-HOST-PID.json beside the rotation file (atomic, at most once a second, only when it
+changed); the watchdog probes that server, and the deployments it finds serving come back in
+rotation.json's `cleared` (their ejection ends).
+
 The file lives next to this module unless GPU_WATCHDOG_ROTATION_FILE says
 otherwise. Standard library only besides LiteLLM itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+try:
+    import gpu_watchdog_outliers as outliers
+except ImportError:  # loaded by path (LiteLLM from the config's directory, the unit tests)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import gpu_watchdog_outliers as outliers
 
 try:
     from litellm.integrations.custom_logger import CustomLogger
@@ -44,11 +61,21 @@ def rotation_path() -> Path:
 class RotationState:
     """The parsed rotation file, or None with the reason it cannot be trusted."""
 
-    def __init__(self, out: frozenset[str], written_at: float, stale_after: float, all_down: str) -> None:
+    def __init__(
+        self,
+        out: frozenset[str],
+        written_at: float,
+        stale_after: float,
+        all_down: str,
+        outlier: outliers.OutlierSettings | None = None,
+        cleared: dict[str, float] | None = None,
+    ) -> None:
         self.out = out
         self.written_at = written_at
         self.stale_after = stale_after
         self.all_down = all_down
+        self.outlier = outlier or outliers.OutlierSettings()
+        self.cleared = cleared or {}
 
 
 def parse_rotation(text: str) -> tuple[RotationState | None, str]:
@@ -57,12 +84,15 @@ def parse_rotation(text: str) -> tuple[RotationState | None, str]:
         if not isinstance(data, dict) or data.get("version") != ROTATION_VERSION:
             return None, f"not a version-{ROTATION_VERSION} rotation file"
         out = data.get("out") or {}
+        cleared = data.get("cleared") or {}
         return (
             RotationState(
                 frozenset(str(k) for k in out),
                 float(data["written_at"]),
                 float(data.get("stale_after") or 15.0),
                 str(data.get("all_down") or "route-anyway"),
+                outliers.parse_settings(data.get("outlier")),
+                {str(k): float(v) for k, v in cleared.items()} if isinstance(cleared, dict) else {},
             ),
             "ok",
         )
@@ -92,8 +122,31 @@ def filter_deployments(deployments: list[Any], state: RotationState | None, now:
     return deployments, "every candidate is out of rotation: route-anyway"
 
 
+def call_deployment(kwargs: dict[str, Any]) -> tuple[str | None, str]:
+    """(model_info.id, model group) of one attempt, from what LiteLLM hands its logging hooks."""
+    params = kwargs.get("litellm_params") or {}
+    metadata = params.get("metadata") or {}
+    info = params.get("model_info") or kwargs.get("model_info") or metadata.get("model_info") or {}
+    ident = info.get("id") if isinstance(info, dict) else None
+    group = metadata.get("model_group") or ""
+    return (str(ident) if ident is not None else None), str(group)
+
+
+def seconds_between(start: Any, end: Any) -> float | None:
+    try:
+        delta = end - start
+        return float(delta.total_seconds() if hasattr(delta, "total_seconds") else delta)
+    except (TypeError, ValueError):
+        return None
+
+
 class RotationFilter(CustomLogger):  # type: ignore[misc]
-    """Reads the rotation file when it changes (a stat per routing attempt, a parse per change)."""
+    """Reads the rotation file when it changes (a stat per routing attempt, a parse per change).
+
+    Also LiteLLM's success and failure hooks: the outlier book, and its report to the watchdog.
+    """
+
+    REPORT_EVERY = 1.0  # s; at most one report write a second
 
     def __init__(self, path: Path | None = None) -> None:
         super().__init__()
@@ -102,6 +155,10 @@ class RotationFilter(CustomLogger):  # type: ignore[misc]
         self._state: RotationState | None = None
         self._why = "not read yet"
         self._last_said = ""
+        self.book = outliers.OutlierBook()
+        self._reported = (-1, 0.0)  # (book version, when) of the last report written
+        self._flush: asyncio.TimerHandle | None = None
+        self._report_error = ""
 
     def _load(self) -> RotationState | None:
         path = self.path or rotation_path()
@@ -128,16 +185,28 @@ class RotationFilter(CustomLogger):  # type: ignore[misc]
                 log.warning("gpu-watchdog rotation: %s; routing as LiteLLM alone would", why)
         self._last_said = why
 
-    def select(self, deployments: list[Any]) -> list[Any]:
+    def select(self, deployments: list[Any], model: str = "") -> list[Any]:
         try:
             state = self._load()
-            kept, why = filter_deployments(deployments, state, time.time())
+            now = time.time()
+            kept, why = filter_deployments(deployments, state, now)
             # All-down verdicts are per request; only trust or distrust of the file is logged.
             self._say(self._why if state is None else why if why.startswith("rotation state") else "ok")
-            return kept
         except Exception as exc:  # never take a request down with us
             log.warning("gpu-watchdog rotation: filter failed (%s); routing as LiteLLM alone would", exc)
             return deployments
+        try:  # the outlier ejection: the proxy's own evidence, with or without a fresh rotation file
+            if state is not None:
+                self.book.settings = state.outlier
+                self.book.clear(state.cleared, now)
+            self.book.see_group(model, [i for i in map(deployment_id, deployments) if i is not None])
+            ejected = self.book.ejected(now)
+            rest = [d for d in kept if deployment_id(d) not in ejected]
+            self._report(now)
+            return rest or kept  # never the last: LiteLLM (and the rotation) decide then
+        except Exception as exc:
+            log.warning("gpu-watchdog outliers: filter failed (%s); not ejecting", exc)
+            return kept
 
     async def async_filter_deployments(
         self,
@@ -147,7 +216,78 @@ class RotationFilter(CustomLogger):  # type: ignore[misc]
         request_kwargs: dict[str, Any] | None = None,
         parent_otel_span: Any = None,
     ) -> list[Any]:
-        return self.select(healthy_deployments)
+        return self.select(healthy_deployments, model)
+
+    def outcome(self, kwargs: dict[str, Any], start_time: Any, end_time: Any, *, failed: bool) -> None:
+        """One attempt's outcome into the book (never raises)."""
+        try:
+            ident, group = call_deployment(kwargs)
+            if ident is None:
+                return
+            now = time.time()
+            if failed:
+                kind = outliers.failure_kind(kwargs.get("exception"))
+                if self.book.failure(ident, group, kind, now):
+                    entry = self.book.entries[ident]
+                    log.warning(
+                        "gpu-watchdog outliers: %s ejected for %.0f s after %d consecutive failures (last: %s)",
+                        ident,
+                        entry.ejected_until - now,
+                        entry.streak,
+                        kind,
+                    )
+            else:
+                ttft = None
+                if kwargs.get("stream") and kwargs.get("completion_start_time") is not None:
+                    ttft = seconds_between(start_time, kwargs["completion_start_time"])
+                self.book.success(ident, group, now, seconds_between(start_time, end_time), ttft)
+            self._report(now)
+        except Exception as exc:
+            log.warning("gpu-watchdog outliers: outcome not recorded (%s)", exc)
+
+    async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        self.outcome(kwargs, start_time, end_time, failed=False)
+
+    async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        self.outcome(kwargs, start_time, end_time, failed=True)
+
+    def report_path(self) -> Path:
+        name = f"router-report-{socket.gethostname()}-{os.getpid()}.json"
+        return (self.path or rotation_path()).with_name(name)
+
+    def _report(self, now: float) -> None:
+        """The report, when the book changed: at once, or a second after the last one."""
+        version, at = self._reported
+        if version == self.book.version:
+            return
+        wait = at + self.REPORT_EVERY - now
+        if wait > 0:
+            if self._flush is None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    return  # no loop (tests): the next call writes it
+                self._flush = loop.call_later(wait, self._flushed)
+            return
+        self.write_report(now)
+
+    def _flushed(self) -> None:
+        self._flush = None
+        self._report(time.time())
+
+    def write_report(self, now: float) -> None:
+        path = self.report_path()
+        document = self.book.document(now, socket.gethostname(), os.getpid())
+        self._reported = (self.book.version, now)
+        try:
+            temp = path.with_name(f".{path.name}.tmp")
+            temp.write_text(json.dumps(document, indent=1), encoding="utf-8")
+            os.replace(temp, path)
+            self._report_error = ""
+        except OSError as exc:
+            if str(exc) != self._report_error:
+                log.warning("gpu-watchdog outliers: cannot write %s (%s); ejecting on our own", path, exc)
+            self._report_error = str(exc)
 
 
 rotation_filter = RotationFilter()

@@ -241,7 +241,8 @@ build_standin() {
 # --------------------------------------------------------------- watchdog
 
 watchdog_hash() {
-  (cd "$ROOT" && find watchdog litellm/config.template.yaml litellm/gpu_watchdog_rotation.py pyproject.toml \
+  (cd "$ROOT" && find watchdog litellm/config.template.yaml litellm/gpu_watchdog_rotation.py \
+    litellm/gpu_watchdog_outliers.py pyproject.toml \
     compose/Dockerfile -type f ! -name '*.pyc' | LC_ALL=C sort | xargs sha256sum; echo "$WATCHDOG_BASE") |
     sha256sum | cut -d' ' -f1
 }
@@ -267,7 +268,8 @@ build_watchdog() {
       awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u)
   fi
   cp "$ROOT/compose/Dockerfile" "$ctx/Dockerfile"
-  cp "$ROOT/litellm/config.template.yaml" "$ROOT/litellm/gpu_watchdog_rotation.py" "$ROOT/litellm/README.md" \
+  cp "$ROOT/litellm/config.template.yaml" "$ROOT/litellm/gpu_watchdog_rotation.py" \
+    "$ROOT/litellm/gpu_watchdog_outliers.py" "$ROOT/litellm/README.md" \
     "$ctx/litellm/"
   quiet docker build --build-arg "BASE=$WATCHDOG_BASE" --label "$HASH_LABEL=$1" -t "$WATCHDOG_IMAGE" "$ctx"
   quiet docker run --rm --network none --entrypoint python3 "$WATCHDOG_IMAGE" -m watchdog --version

@@ -61,6 +61,8 @@ class EntryKind(StrEnum):
     PROXY_RESTART_FAILED = "proxy-restart-failed"
     PROXY_UP = "proxy-up"
     PROXY_DOWN = "proxy-down"
+    ROUTER_REPORT = "router-report"  # the proxy's outlier report of a failure streak (its evidence), once per streak
+    ROUTER_CLEARED = "router-cleared"  # a reported deployment answered its probe: a false alarm, ejection ended
     # memory limits
     MEMORY_LIMIT = "memory-limit"  # report mode (and dry run): limits differ from the plan; fault = LimitKind
     MEMORY_LIMIT_APPLIED = "memory-limit-applied"

@@ -352,7 +352,7 @@ def test_busy_single_slot_with_a_queue_is_not_restarted(
     # The daemon probed it all along (default probes: every 5 s, timeout 3 s, 3 failures) and never acted.
     during = probe_log.between(began, began + busy_for)
     assert len(during) >= DEFAULT_PROBING["failure_threshold"], (
-        f"only {len(during)} probes in {busy_for:.0f} s of work: nothing checked"
+        f"only {len(during)} probes in {busy_for:.0f} s of work from {began:.1f}: nothing checked ({probe_log.seen})"
     )
     assert all(p["status"] == "ok" for p in during), during
     assert daemon.entries(kind="detected", container=container.name) == []

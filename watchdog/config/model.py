@@ -85,6 +85,13 @@ class LitellmConfig:
     all_down: str = "route-anyway"  # every deployment of a model out: route-anyway (LiteLLM decides) | fail-fast
     stale_after: float = 15.0  # the callback ignores a rotation file older than this (watchdog gone)
     recovery_probe_interval: float = 0.5  # probe interval for a deployment out of rotation
+    # The proxy's own outlier ejection (rendered into rotation.json): after this many timeouts,
+    # connection errors or 5xx in a row on real traffic, a deployment is out for base x its recent
+    # ejections (at most max), never more than max_percent of a model group.
+    outlier_consecutive: int = 3
+    outlier_base_ejection: float = 10.0
+    outlier_max_ejection: float = 300.0
+    outlier_max_percent: float = 50.0
 
 
 @dataclass(frozen=True)
@@ -92,7 +99,7 @@ class ServingConfig:
     """Serving-level liveness: a server is judged by whether it serves, not only by /health."""
 
     progress: bool = True  # read llama.cpp/vLLM /metrics: work waiting while tokens stand still = wedged
-    progress_interval: float = 10.0  # s between two /metrics reads of a server with nothing to do (about one probe)
+    progress_interval: float = 2.0  # s between two /metrics reads of a server with nothing to do (about one probe)
     progress_busy_interval: float = 2.0  # the same while it has work: a wedge is out within stall_window + this
     stall_window: float = 30.0  # s of busy, frozen counters that make a server wedged (label stall-window)
     suspect_after: float = 1.0  # s; a probe in flight max(this, 5 x its slowest recent answer) makes it suspect

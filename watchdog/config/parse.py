@@ -286,11 +286,22 @@ def _parse_litellm(data: Mapping[str, Any]) -> LitellmConfig:
             values[key] = tuple(value) if value is not None else None
         elif key in ("restart_timeout", "stale_after", "recovery_probe_interval"):
             values[key] = _positive_seconds(path, value)
+        elif key == "outlier_consecutive":
+            values[key] = _int(path, value, 1)
+        elif key in ("outlier_base_ejection", "outlier_max_ejection"):
+            values[key] = _positive_seconds(path, value)
+        elif key == "outlier_max_percent":
+            values[key] = _number(path, value, 0, 100)
         elif key == "all_down":
             if value not in ALL_DOWN_MODES:
                 raise ConfigError(f"config: {path}={shown(value)}: must be one of {', '.join(ALL_DOWN_MODES)}")
             values[key] = value
     result = replace(LitellmConfig(), **values)
+    if result.outlier_max_ejection < result.outlier_base_ejection:
+        raise ConfigError(
+            f"config: litellm.outlier_max_ejection={result.outlier_max_ejection:g} must be at least "
+            f"litellm.outlier_base_ejection={result.outlier_base_ejection:g}"
+        )
     if result.proxy_container and result.restart_command:
         raise ConfigError("config: litellm.proxy_container and litellm.restart_command both set; keep one")
     return result

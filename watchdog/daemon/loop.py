@@ -109,7 +109,7 @@ class Watchdog:
         self.gpu = GpuSupervisor(config, self.services, nvml)
         self.memory_limits = MemoryLimitWatch(config, self.services)
         self.router = RouterSync(config, self.services)
-        self.serving = ServingWatch(config, self.services, self.prober)
+        self.serving = ServingWatch(config, self.services, self.prober, self.router.feedback.suspects)
         self.events.load()
 
     # -- the state the rooms keep, by the names the CLI, tests and benchmarks use --
@@ -316,5 +316,6 @@ class Watchdog:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.memory_limits.stop()
         self.serving.stop()
+        self.router.feedback.stop()
         self.prober.close()
         self.gpu.stop()

@@ -78,6 +78,13 @@ class Metrics:
             ["deployment"],
             registry=r,
         )
+        self.router_reports = Counter(
+            "gpu_watchdog_router_reports", "Failure streaks the LiteLLM proxy reported (router-report)", registry=r
+        )
+        self.router_ejected = Gauge(
+            "gpu_watchdog_router_ejected_deployments", "Deployments the proxy's outlier ejection holds out", registry=r
+        )
+        self._reports_counted = 0
         self.proxy_up = Gauge("gpu_watchdog_router_proxy_up", "1 while the LiteLLM proxy answers", registry=r)
         self.engine_up = Gauge("gpu_watchdog_engine_up", "1 while the Docker engine answers", registry=r)
         self.loop_duration = Histogram(
@@ -152,6 +159,12 @@ class Metrics:
         litellm = router_view.get("litellm") or {}
         for deployment, entry in (litellm.get("rotation") or {}).items():
             self.in_rotation.labels(deployment).set(1 if entry.get("in") else 0)
+        outliers = litellm.get("outliers") or {}
+        self.router_ejected.set(sum(1 for row in outliers.values() if row.get("ejected")))
+        reports = int(litellm.get("router_reports") or 0)
+        if reports > self._reports_counted:
+            self.router_reports.inc(reports - self._reports_counted)
+        self._reports_counted = reports
         if litellm.get("proxy_up") is not None:
             self.proxy_up.set(1 if litellm["proxy_up"] else 0)
 

@@ -267,7 +267,21 @@ def render_router(router: dict[str, Any] | None) -> list[str]:
             f"proxy {proxy}"
         )
         lines.extend(f"  out: {ident}: {entry.get('reason')}" for ident, entry in sorted(out.items()))
+        lines.extend(render_outliers(litellm.get("outliers") or {}))
         lines.extend(f"  problem: {problem}" for problem in litellm.get("problems") or [])
+    return lines
+
+
+def render_outliers(outliers: dict[str, Any]) -> list[str]:
+    """The proxy's view of each deployment with failures (its outlier reports)."""
+    lines = []
+    for ident, row in sorted(outliers.items()):
+        if not row.get("failures") and not row.get("ejected"):
+            continue
+        state = "EJECTED by the proxy" if row.get("ejected") else "routed"
+        lines.append(
+            f"  router: {ident}: {row.get('failures')} failure(s) in a row (last: {row.get('last_failure')}), {state}"
+        )
     return lines
 
 

@@ -33,6 +33,8 @@ from watchdog.router.problems import Problems
 from watchdog.router.wanted_config import WantedConfig
 
 CALLBACK_SOURCE = Path(__file__).resolve().parents[2] / "litellm" / f"{CALLBACK_MODULE}.py"
+# The callback and the modules it imports from its own directory (the outlier book).
+CALLBACK_FILES = (f"{CALLBACK_MODULE}.py", "gpu_watchdog_outliers.py")
 
 
 def write_router_config(wanted: WantedConfig, template: RouterTemplate, *, out_path: Path, template_path: Path) -> bool:
@@ -45,13 +47,13 @@ def write_router_config(wanted: WantedConfig, template: RouterTemplate, *, out_p
 
 def install_callback(out_path: Path, template_path: Path) -> None:
     """LiteLLM loads `module.instance` callbacks from the directory of its config file."""
-    target = out_path.with_name(f"{CALLBACK_MODULE}.py")
-    source = template_path.with_name(f"{CALLBACK_MODULE}.py")
-    if not source.is_file():
-        source = CALLBACK_SOURCE
-    if source.resolve() == target.resolve():
-        return
-    write_if_changed(target, source.read_text(encoding="utf-8"))
+    for name in CALLBACK_FILES:
+        target = out_path.with_name(name)
+        source = template_path.with_name(name)
+        if not source.is_file():
+            source = CALLBACK_SOURCE.with_name(name)
+        if source.resolve() != target.resolve():
+            write_if_changed(target, source.read_text(encoding="utf-8"))
 
 
 def api_bases_on_disk(out_path: Path) -> dict[str, str]:

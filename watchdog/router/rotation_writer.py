@@ -9,7 +9,7 @@ rotation is logged and journaled once.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from watchdog.model import ContainerState, Decision, Diagnosis, ProbeStatus, Ver
 from watchdog.router.config_writer import config_out_path
 from watchdog.router.litellm_config import ROTATION_FILE, RotationEntry, RouterDeployment, rotation, rotation_document
 from watchdog.router.problems import Problems
+from watchdog.router.router_feedback import outlier_settings
 from watchdog.subsystem import CycleView
 
 
@@ -44,8 +45,15 @@ def why_not_serving(diagnosis: Diagnosis, decisions: Sequence[Decision], held: M
 class RotationWriter:
     """The rotation of the config's deployments, kept on disk and in the journal; `view` for status."""
 
-    def __init__(self, config: Config, journal: Journal, problems: Problems) -> None:
+    def __init__(
+        self,
+        config: Config,
+        journal: Journal,
+        problems: Problems,
+        cleared: Callable[[], Mapping[str, float]] = dict,
+    ) -> None:
         self.config = config
+        self.cleared = cleared  # deployment -> when the watchdog cleared it (router_feedback)
         self.journal = journal
         self.problems = problems
         self._rotation: dict[str, bool] = {}
@@ -65,6 +73,8 @@ class RotationWriter:
         self._names.update({d.id: d.container for d in deployments})
         entries = self._entries(deployments, view, loaded)
         document = rotation_document(entries, now, self.config.litellm.stale_after, self.config.litellm.all_down)
+        document["outlier"] = outlier_settings(self.config.litellm)
+        document["cleared"] = dict(sorted(self.cleared().items()))
         try:
             self._write_file(document, now)
             self.problems.clear("rotation-write", f"rotation file {self.path} writable again")

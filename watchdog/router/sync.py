@@ -23,6 +23,7 @@ from watchdog.model import NoteKind
 from watchdog.router.capacity import CapacityPlan, plan_capacity, planned_members
 from watchdog.router.capacity_watch import CapacityWatch
 from watchdog.router.config_writer import ConfigWriter
+from watchdog.router.feedback_watch import RouterFeedback
 from watchdog.router.litellm_config import RouterTemplate, deployment_set
 from watchdog.router.problems import Problems
 from watchdog.router.proxy_sync import PROXY_HEALTH_PATH, PROXY_TARGET, ProxySync
@@ -42,13 +43,14 @@ class RouterSync:
         self.problems = Problems(services.journal, services.clock)
         self.capacity = CapacityWatch(services.journal)
         self.config_writer = ConfigWriter(config, self.problems)
-        self.rotation = RotationWriter(config, services.journal, self.problems)
+        self.feedback = RouterFeedback(config, services, lambda: self.rotation.path.parent)
+        self.rotation = RotationWriter(config, services.journal, self.problems, lambda: self.feedback.cleared)
         self.proxy = ProxySync(config, services, self.problems)
         self.errors = 0
 
     def apply_config(self, config: Config) -> None:
         self.config = config
-        for part in (self.config_writer, self.rotation, self.proxy):
+        for part in (self.config_writer, self.rotation, self.proxy, self.feedback):
             part.apply_config(config)
 
     @property
@@ -109,6 +111,8 @@ class RouterSync:
             else {
                 "config": str(self.out_path),
                 "rotation": self.rotation.view,
+                "outliers": self.feedback.view,
+                "router_reports": self.feedback.reports_total,
                 "proxy_up": self.proxy.up,
                 "restarting_proxy": self.proxy.restart is not None,
                 "problems": self.problems.messages(),

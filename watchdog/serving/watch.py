@@ -7,6 +7,8 @@ and says once per container life why a server's progress is unmonitored. Never r
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from loguru import logger
 
 from watchdog.config import Config
@@ -30,8 +32,15 @@ def metrics_url(container: ContainerSnapshot) -> str | None:
 class ServingWatch:
     """One per daemon; `cycle(view, now)` before the diagnosis."""
 
-    def __init__(self, config: Config, services: Services, prober: Prober) -> None:
+    def __init__(
+        self,
+        config: Config,
+        services: Services,
+        prober: Prober,
+        router_suspects: Callable[[CycleView, float], Mapping[str, str]] | None = None,
+    ) -> None:
         self.config = config
+        self.router_suspects = router_suspects  # the proxy's reports (router/feedback_watch.py)
         self.prober = prober
         prober.suspect_after = config.serving.suspect_after
         prober.on_overdue = lambda _target: services.wake()  # an overdue probe: judge the suspect now
@@ -85,6 +94,10 @@ class ServingWatch:
             )
             if why is not None:
                 suspects[c.id] = why
+        running = {c.id for c in judged}
+        for cid, why in (self.router_suspects(view, now) if self.router_suspects else {}).items():
+            if cid in running:
+                suspects.setdefault(cid, why)
         monitored = [c for c in judged if settings.progress and c.spec and c.spec.server != ServerKind.OPENAI.value]
         targets = []
         for c in monitored:
