@@ -29,8 +29,8 @@ the rotation file polled every 0.1 s: fault -> detected, -> out of rotation, -> 
 -> restart done, -> back in rotation, -> first request answered by it again. Over the run: p50/p99
 of every request's latency, restarts per container (a restart of a backend not faulted is false).
 `--wedge-window S` sets the stand-in's stall-window label (default: none, so the daemon's
-serving.stall_window, 30 s). Results: bench/results/serving_faults.json (per mode; a mode run alone
-replaces only its own entry).
+serving.stall_window, 30 s). Results: bench/results/serving_faults.json, one entry per mode (with
+--wedge-window: "on-wedge-window-5s" and so on); a run replaces only its own entries.
 
 Usage: .venv/bin/python bench/serving_faults.py [--mode on|off|both] [--wedge-window S]
        (about 5-6 minutes per mode)
@@ -493,7 +493,8 @@ def main() -> None:
         modes = dict(json.loads(path.read_text()).get("modes") or {})
     for mode in ("on", "off") if args.mode == "both" else (args.mode,):
         result = Run(client, mode == "on", args.wedge_window).execute()
-        modes[mode] = {"measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": commit.stdout.strip(), **result}
+        key = mode if args.wedge_window is None else f"{mode}-wedge-window-{args.wedge_window:g}s"
+        modes[key] = {"measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": commit.stdout.strip(), **result}
         save("serving_faults", {"description": __doc__.splitlines()[0], "goals": GOALS, "modes": modes})
         summary = {k: v for k, v in result.items() if k not in ("journal", "settings")}
         print(json.dumps(summary, indent=2), flush=True)
