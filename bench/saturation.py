@@ -14,8 +14,9 @@ Load: --concurrency (default 3) clients per server, each sending one long genera
 at most 1000 generations per client and the time. Every 10 s the bench reads each server's
 /metrics (requests_processing, requests_deferred, n_decode_total) to show it was busy and moving.
 
-Counted from the journal: restarts (every one is false: nothing is faulted), detected faults,
-suspects (rotation-out entries), and from the clients: generations completed, errors, tokens/s.
+Counted from the journal, from the load's start on: restarts (every one is false: nothing is
+faulted), detected faults, suspects (rotation-out entries "suspect: ..."), every rotation-out, and
+from the clients: generations completed, errors, tokens/s.
 Results: bench/results/saturation.json.
 
 Usage: .venv/bin/python bench/saturation.py [--minutes 10] [--concurrency 3] [--max-tokens 256]
@@ -207,9 +208,10 @@ class Run:
     def analyse(
         self, entries: list[dict[str, Any]], actions: list[dict[str, Any]], machine: dict[str, Any], warm: list[Any]
     ) -> dict[str, Any]:
-        mine = [e for e in entries if e["container"] in self.names]
+        mine = [e for e in entries if e["container"] in self.names and e["ts"] >= self.t0]
         detected = [e for e in mine if e["kind"] == "detected"]
-        suspects = [e for e in mine if e["kind"] == "rotation-out"]
+        outs = [e for e in mine if e["kind"] == "rotation-out"]  # "starting" at the daemon's start is before t0
+        suspects = [e for e in outs if "suspect" in (e["reason"] or "")]
         ok = [s for s in self.samples if "error" not in s]
         busy = [s for s in ok if (s["processing"] or 0) > 0]
         queued = [s for s in ok if (s["deferred"] or 0) > 0]
@@ -264,6 +266,7 @@ class Run:
                 {"t_s": rnd(e["ts"] - self.t0), "container": e["container"], "reason": (e["reason"] or "")[:200]}
                 for e in suspects
             ],
+            "rotation_outs": len(outs),
             "journal_kinds": sorted({e["kind"] for e in mine}),
         }
 
