@@ -81,7 +81,7 @@ test-real-gpu: venv
 run: venv
 	$(VENV)/bin/gpu-watchdog --daemon
 
-bench: venv images litellm-proxy
+bench: venv llama-server images litellm-proxy
 	$(PY) bench/detect_latency.py
 	$(PY) bench/cycle_time.py
 	$(PY) bench/idle_cost.py
@@ -91,6 +91,8 @@ bench: venv images litellm-proxy
 	$(PY) bench/report_scale.py
 	$(PY) bench/scale.py
 	$(PY) bench/soak.py --minutes 30
+	$(PY) bench/serving_faults.py --mode both
+	$(PY) bench/saturation.py --minutes 10
 
 # The no-GPU demo (GPUs SIMULATED through the fake NVML driver); see compose/demo/demo.py.
 demo: venv fake-nvml images litellm-proxy
