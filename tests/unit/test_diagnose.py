@@ -211,6 +211,19 @@ def test_endpoint_failures_at_threshold_are_endpoint_failing_since_the_first() -
     assert URL in fault.reason and "3 probes" in fault.reason
 
 
+def test_a_streak_of_timeouts_is_unanswered_one_with_an_error_page_is_not() -> None:
+    def streak(*details: str) -> Fault:
+        results = tuple(ProbeResult(1900.0 + i, F, detail) for i, detail in enumerate(details))
+        return only_fault(run(running(), now=2000.0, history=ProbeHistory(results, None)))
+
+    hung = streak("timeout after 3 s", "timeout after 3 s", "timeout after 3 s")
+    assert hung.evidence == {"failed_probes": 3, "unanswered": True}
+    assert streak("timeout after 3 s", "HTTP 500", "timeout after 3 s").evidence == {
+        "failed_probes": 3,
+        "unanswered": False,
+    }
+
+
 def test_endpoint_failures_before_start_period_ended_do_not_count() -> None:
     history = probes((1040.0, F), (1050.0, F), (1070.0, F))  # start period ends at 1060
     d = run(running(), now=1075.0, history=history)

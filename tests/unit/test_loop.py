@@ -36,11 +36,13 @@ class FakeEngineApi:
     finished_at: float = field(default_factory=lambda: time.time() - 60.0)
     down: bool = False
     restarts: int = 0
+    listed_state: str | None = None  # what the container list says, when it lags behind the inspect
 
     def containers(self, all: bool, filters: dict[str, Any]) -> list[dict[str, Any]]:
         if self.down:
             raise requests.exceptions.ConnectionError("socket gone")
-        return [{"Id": CID, "State": self.state, "Status": "Up" if self.state == "running" else "Exited"}]
+        state = self.listed_state or self.state
+        return [{"Id": CID, "State": state, "Status": "Up" if state == "running" else "Exited"}]
 
     def inspect_container(self, container_id: str) -> dict[str, Any]:
         return {
@@ -113,6 +115,18 @@ def test_a_crashed_container_is_restarted_and_recovers(dog: Watchdog, engine: Fa
     assert engine.api.restarts == 1
     assert kinds(dog) == [EntryKind.DETECTED, EntryKind.RESTART_CALL, EntryKind.RECOVERED, EntryKind.RESTART_RECOVERED]
     assert (dog.state_dir / STATUS_FILE).exists() and dog.cycles == 2 and dog.last_cycle_at is not None
+
+
+def test_a_crash_is_seen_at_its_die_event_though_the_container_list_still_says_running(
+    dog: Watchdog, engine: FakeClient
+) -> None:
+    engine.api.state, engine.api.exit_code = "running", 0
+    assert dog.cycle().diagnosis.faults == ()  # the running container's inspect is cached now
+    engine.api.state, engine.api.exit_code, engine.api.finished_at = "exited", 137, time.time()
+    engine.api.listed_state = "running"  # the engine's list lags its inspect for tens of milliseconds
+    dog.events.on_event(EngineEvent(at=engine.api.finished_at, container_id=CID, action="die", name="llm"))
+    faults = dog.cycle().diagnosis.faults
+    assert [f.container for f in faults] == ["llm"] and "exit 137" in faults[0].reason, faults
 
 
 def test_dry_run_announces_once_and_restarts_nothing(dog: Watchdog, engine: FakeClient) -> None:

@@ -230,3 +230,16 @@ def test_restarts_never_exceed_free_slots_and_every_fault_gets_one_decision(
     assert sorted(map(id, (d.fault for d in decisions))) == sorted(map(id, faults))
     if mem_available is not None:
         assert sum(d.ram_needed for d in restarts) <= max(0, mem_available - committed)
+
+
+def test_a_server_that_does_not_answer_gets_a_short_stop_unless_its_label_says_otherwise() -> None:
+    hung = replace(fault("a", kind=FaultKind.ENDPOINT_FAILING), evidence={"unanswered": True})
+    erring = replace(fault("a", kind=FaultKind.ENDPOINT_FAILING), evidence={"unanswered": False})
+    wedged = fault("a", kind=FaultKind.WEDGED)
+    own = replace(snap("a"), stop_timeout=20.0)
+    assert decide([hung], [own])[0].stop_timeout == CFG.serving.hung_stop_timeout == 2.0
+    assert decide([wedged], [own])[0].stop_timeout == 2.0
+    assert decide([erring], [own])[0].stop_timeout == 20.0  # it answers (HTTP 500): a polite stop can work
+    assert decide([fault("a")], [own])[0].stop_timeout == 20.0
+    assert decide([hung], [replace(own, stop_timeout=1.0)])[0].stop_timeout == 1.0  # never longer than its own
+    assert decide([hung], [snap("a", stop_timeout=45.0)])[0].stop_timeout == 45.0  # the label is an explicit wish

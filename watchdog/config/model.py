@@ -104,6 +104,7 @@ class ServingConfig:
     stall_window: float = 30.0  # s of busy, frozen counters that make a server wedged (label stall-window)
     suspect_after: float = 1.0  # s; a probe in flight max(this, 5 x its slowest recent answer) makes it suspect
     suspect_probe_interval: float = 0.5  # s between probes of a suspect (up to failure_threshold in flight)
+    hung_stop_timeout: float = 2.0  # s of SIGTERM grace, at most, for a server that no longer answers
 
 
 @dataclass(frozen=True)

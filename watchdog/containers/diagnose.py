@@ -204,7 +204,10 @@ def _running(
         if streak >= config.failure_threshold and last is not None:
             since = history.results[-streak].at
             reason = f"{container.endpoint} failed {streak} probes in a row (last: {last.detail})"
-            return _fault(container, FaultKind.ENDPOINT_FAILING, since, reason), False
+            # Every probe of the streak timed out: the server does not answer at all (a hang), not an error page.
+            unanswered = all(r.detail.startswith("timeout") for r in history.results[-streak:])
+            evidence = {"failed_probes": streak, "unanswered": unanswered}
+            return _fault(container, FaultKind.ENDPOINT_FAILING, since, reason, evidence), False
         latest = history.results[-1] if history.results else None
         endpoint_ok = latest is not None and latest.status == ProbeStatus.OK
     else:

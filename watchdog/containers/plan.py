@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from watchdog.config import Config
 from watchdog.containers.breaker import BreakerHistory, BreakerState, evaluate
-from watchdog.model import ContainerSnapshot, Decision, Fault, Verdict
+from watchdog.model import ContainerSnapshot, Decision, Fault, FaultKind, Verdict
 from watchdog.units import format_bytes
 
 DEFAULT_STOP_TIMEOUT = 10.0
@@ -54,6 +54,25 @@ def stop_timeout_of(container: ContainerSnapshot | None) -> float:
     return DEFAULT_STOP_TIMEOUT
 
 
+def does_not_answer(fault: Fault) -> bool:
+    """A hung server (every probe of its streak timed out) or a wedged one: its SIGTERM handler may never run."""
+    if fault.kind == FaultKind.WEDGED:
+        return True
+    return fault.kind == FaultKind.ENDPOINT_FAILING and bool(fault.evidence and fault.evidence.get("unanswered"))
+
+
+def stop_timeout_for(fault: Fault, container: ContainerSnapshot | None, hung_stop_timeout: float) -> float:
+    """The stop timeout of this restart: the container's own, capped for a server that does not answer.
+
+    A hung llama.cpp or vLLM server never acts on SIGTERM (its handler waits on the stuck loop), so
+    `docker restart` would wait out the whole timeout (10 s by default) before its SIGKILL. A
+    stop-timeout label is the operator's explicit wish and is kept as it is.
+    """
+    own = stop_timeout_of(container)
+    labelled = container is not None and container.spec is not None and container.spec.stop_timeout is not None
+    return own if labelled or not does_not_answer(fault) else min(own, hung_stop_timeout)
+
+
 def plan(
     faults: Sequence[Fault],
     containers: Mapping[str, ContainerSnapshot],
@@ -76,7 +95,7 @@ def plan(
     for fault in sorted(faults, key=fault_order):
         container = containers.get(fault.container_id)
         need = ram_need(container)
-        stop_timeout = stop_timeout_of(container)
+        stop_timeout = stop_timeout_for(fault, container, config.serving.hung_stop_timeout)
 
         def decide(
             verdict: Verdict,

@@ -103,6 +103,16 @@ class EventIntake:
 
     # -- the loop's side -----------------------------------------------------
 
+    def queued_ids(self) -> set[str]:
+        """The containers that events not taken yet are about: their cached inspects are stale.
+
+        Read before the cycle's snapshot: for a moment after a `die` event the engine's container
+        list can still say running (the inspect already says exited), and a snapshot keyed on the
+        list would reuse the cached running container until the next poll.
+        """
+        with self._queue.mutex:
+            return {event.container_id for event in self._queue.queue}
+
     def drain(self, names: Mapping[str, str]) -> set[str]:
         """Take every queued event in order; returns the IDs of the containers they touched."""
         touched: set[str] = set()

@@ -69,6 +69,9 @@ class CycleResult:
     duration: float = 0.0
 
 
+RESTART_ONLY = ("label_prefix", "events", "state_dir")  # settings a SIGHUP cannot change
+
+
 class Watchdog:
     """One instance per engine; the CLI creates it and calls run_forever or run_once."""
 
@@ -151,19 +154,13 @@ class Watchdog:
 
     def apply_config(self, config: Config) -> None:
         """SIGHUP: new settings take effect next cycle (label_prefix, events, state_dir need a restart)."""
-        kept = {
-            "label_prefix": self.config.label_prefix,
-            "events": self.config.events,
-            "state_dir": self.config.state_dir,
-        }
+        kept = {key: getattr(self.config, key) for key in RESTART_ONLY}
         changed = [k for k, v in kept.items() if getattr(config, k) != v]
         if changed:
             logger.warning(
                 "SIGHUP: {} change(s) need a restart of the watchdog; keeping the old value(s)", ", ".join(changed)
             )
-        self.config = replace(
-            config, label_prefix=self.config.label_prefix, events=self.config.events, state_dir=self.config.state_dir
-        )
+        self.config = replace(config, **kept)
         self.prober.timeout = config.probe_timeout
         self.prober.min_interval = config.probe_interval
         self.serving.apply_config(self.config)
@@ -206,6 +203,7 @@ class Watchdog:
         """One pass. Never raises for a failing probe or adapter."""
         started = time.monotonic()
         result = CycleResult()
+        self.docker.invalidate(self.events.queued_ids())
         try:
             containers = self.docker.snapshot()
         except EngineUnavailable as exc:
