@@ -9,8 +9,8 @@ config rendered by `gpu-watchdog litellm render` from litellm/config.template.ya
 - `--mode on`: the watchdog as a real daemon subprocess with its defaults (bench/common.py
   daemon_defaults: only the label prefix, state dir, LiteLLM paths with the router sync on, and a
   free HTTP port are set); it heals, the bench only injects.
-- `--mode off`: LiteLLM alone, the same config, no watchdog (no rotation file: the callback routes
-  as LiteLLM alone would). Nobody heals, so the bench `docker restart`s a faulted llama-server
+- `--mode off`: LiteLLM alone, the same config without the watchdog's callback, no watchdog.
+  Nobody heals, so the bench `docker restart`s a faulted llama-server
   25 s after its fault (after SIGCONT for the hang), to give each fault the same window; the wedge
   is left as it is until the end.
 
@@ -191,6 +191,11 @@ class Run:
         }
         with contextlib.suppress(FileNotFoundError):
             (self.out.parent / "rotation.json").unlink()  # off: LiteLLM alone; on: the daemon writes it anew
+        if not self.watchdog:
+            # LiteLLM alone: without the watchdog's callback too (it ejects failing deployments on its own).
+            settings = config.get("litellm_settings") or {}
+            settings["callbacks"] = [c for c in settings.get("callbacks") or [] if "gpu_watchdog" not in str(c)]
+            self.out.write_text(yaml.safe_dump(config, sort_keys=False))
         return self.out
 
     def start_proxy(self, config: Path) -> None:
