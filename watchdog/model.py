@@ -98,6 +98,7 @@ class ContainerSpec:
     api_base: str | None = None  # what LiteLLM calls; default: the endpoint's origin + /v1
     server: str | None = None  # llama.cpp | vllm | openai; None: detected from its /metrics
     stall_window: float | None = None  # progress stall that makes it wedged; None: serving.stall_window
+    canary_interval: float | None = None  # s between 1-token canary completions; 0: off; None: serving.canary_interval
 
 
 @dataclass(frozen=True)

@@ -288,7 +288,7 @@ class Handler(BaseHTTPRequestHandler):
         self.hang_if_asked()
         url = urlsplit(self.path)
         body = self.read_body()
-        if url.path == "/v1/chat/completions":
+        if url.path in ("/v1/chat/completions", "/v1/completions"):  # /v1/completions: the watchdog's canary
             self.chat_completion(body)
         elif url.path.startswith("/fault/"):
             self.fault(url.path.removeprefix("/fault/"), parse_qs(url.query))

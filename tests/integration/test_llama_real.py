@@ -359,6 +359,29 @@ def test_busy_single_slot_with_a_queue_is_not_restarted(
     assert daemon.restarts(container.name) == []
 
 
+def test_the_real_server_answers_its_one_token_canary(
+    fleet: Fleet, daemons: list[Daemon], tmp_path: Path, prefix: str
+) -> None:
+    """Label canary 1s: the daemon's POST /v1/completions (max_tokens 1, no model name) is a real generation."""
+    start_llama(fleet, "can", start_period="2", canary="1s")
+    fleet.wait_ready("can")
+    base, name = origin(fleet, "can"), fleet.get("can").name
+    before = metrics(base)
+    daemon = new_daemon(daemons, tmp_path, prefix).start()
+    wait_for(
+        lambda: metrics(base)["llamacpp:tokens_predicted_total"] - before["llamacpp:tokens_predicted_total"] >= 3,
+        30,
+        "three canaries answered by llama-server",
+    )
+    after = metrics(base)
+    canaries = after["llamacpp:tokens_predicted_total"] - before["llamacpp:tokens_predicted_total"]
+    spent = sum(
+        after[k] - before[k] for k in ("llamacpp:prompt_seconds_total", "llamacpp:tokens_predicted_seconds_total")
+    )
+    print(f"canary: {canaries:g} answered, {spent / canaries * 1000:.1f} ms of server time each (the tiny model)")
+    assert daemon.entries(kind="detected", container=name) == [] and daemon.restarts(name) == []
+
+
 def test_slots_and_metrics_show_progress(fleet: Fleet, slow_model: Path) -> None:
     """The fields a progress check reads: per slot is_processing, id_task, next_token[0].n_decoded; metrics
     llamacpp:n_decode_total (per token), llamacpp:tokens_predicted_total (per finished request),

@@ -69,6 +69,38 @@ def test_a_wedged_server_is_taken_out_and_restarted_with_its_evidence(
     assert daemon.entries(kind="detected", container=name)[0]["fault"] == "wedged"  # not endpoint-failing
 
 
+def predicted_tokens(fleet: Fleet, name: str) -> int:
+    """The stand-in's llamacpp:tokens_predicted_total: one per canary (max_tokens 1), or -1 when unreadable."""
+    try:
+        text = httpx.get(fleet.url(name, "/metrics"), timeout=2, trust_env=False).text
+    except httpx.HTTPError:
+        return -1
+    line = next(line for line in text.splitlines() if line.startswith("llamacpp:tokens_predicted_total "))
+    return int(float(line.split()[1]))
+
+
+def test_a_canary_finds_a_wedge_no_counter_shows(
+    fleet: Fleet, daemons: list[Daemon], tmp_path: Path, prefix: str
+) -> None:
+    """`server: openai`: no counters the watchdog reads, /health 200 all along; only the 1-token canary can tell."""
+    fleet.start("quiet", model="m", server="openai", canary="2s")
+    fleet.wait_ready("quiet")
+    name = fleet.get("quiet").name
+    daemon = new_daemon(daemons, tmp_path, prefix, litellm=router(tmp_path), serving={"canary_timeout": 1}).start()
+    wait_for(lambda: predicted_tokens(fleet, "quiet") >= 2, 20, "two canaries answered")
+    assert daemon.entries(kind="detected", container=name) == []  # a serving server passes its canary
+    fleet.fault("quiet", "wedge")  # completions taken and never answered; /health stays 200
+    wedged_at = time.time()
+    wait_for(lambda: ok_restarts(daemon, name), 30, "the restart of the server its canary found wedged")
+    detected = daemon.entries(kind="detected", container=name)[0]
+    detail = detected["detail"] if isinstance(detected["detail"], dict) else json.loads(detected["detail"])
+    assert detected["fault"] == "wedged" and "canary" in detected["reason"], detected
+    assert detail["check"] == "canary" and detail["failed_canaries"] == 2 and "timeout" in detail["last_detail"]
+    # The next canary (within 2 s), its 1 s timeout, a retry 1 s later and its timeout: a few seconds, not minutes.
+    assert detected["ts"] - wedged_at >= 2.0, detected  # never on the first failed canary
+    assert any("wedged" in e["reason"] for e in daemon.entries(kind="rotation-out", container=name))
+
+
 def test_a_saturated_server_making_slow_progress_is_not_restarted(
     fleet: Fleet, daemons: list[Daemon], tmp_path: Path, prefix: str
 ) -> None:

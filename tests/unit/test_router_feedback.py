@@ -300,3 +300,27 @@ def test_status_shows_the_routers_view_of_a_failing_deployment() -> None:
 
     lines = render_router(router_view(1, True))
     assert "  router: b0.gpu0: 3 failure(s) in a row (last: 5xx), EJECTED by the proxy" in lines
+
+
+def test_an_answering_probe_does_not_clear_a_server_whose_counters_stood_still_since_the_failure() -> None:
+    report = DeploymentReport("b0", "a", 3, "timeout", NOW - 1, NOW + 9, 1)  # last failure 1 s ago
+    answered = {"b0": [ok(NOW - 0.5)]}
+    # Tokens last moved before the proxy's failure, and the latest reading shows work and no growth: a wedge forming.
+    held = judge({"b0": report}, answered, {}, {}, NOW, frozen={"b0": NOW - 20.0})
+    assert held.clear == {} and "no token generated for 20 s" in held.suspects["b0"], held
+    # Tokens moved after the failure: it serves; the report was a false alarm.
+    assert judge({"b0": report}, answered, {}, {}, NOW, frozen={"b0": NOW - 0.2}).clear == {"b0": NOW - 0.5}
+
+
+def test_frozen_since_is_a_busy_server_whose_latest_reading_showed_no_growth() -> None:
+    from watchdog.serving.progress import CounterSample, ProgressTrack, ServerKind, advance, frozen_since
+
+    def track(*samples: tuple[float, float, float]) -> ProgressTrack:
+        t = ProgressTrack()
+        for at, tokens, running in samples:
+            t = advance(t, CounterSample(at, ServerKind.LLAMA_CPP, tokens, running, 0))
+        return t
+
+    assert frozen_since(track((1.0, 5, 1), (3.0, 9, 1))) is None  # moving
+    assert frozen_since(track((1.0, 5, 0), (3.0, 5, 0))) is None  # idle
+    assert frozen_since(track((1.0, 5, 1), (3.0, 9, 1), (5.0, 9, 1))) == 3.0  # work, no growth since 3 s

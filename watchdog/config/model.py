@@ -105,6 +105,8 @@ class ServingConfig:
     suspect_after: float = 1.0  # s; a probe in flight max(this, 5 x its slowest recent answer) makes it suspect
     suspect_probe_interval: float = 0.5  # s between probes of a suspect (up to failure_threshold in flight)
     hung_stop_timeout: float = 2.0  # s of SIGTERM grace, at most, for a server that no longer answers
+    canary_interval: float = 0.0  # s between 1-token canary completions of an idle server; 0: off (label canary)
+    canary_timeout: float = 30.0  # s a canary completion may take; 2 failed in a row: wedged
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,10 @@ def _parse_serving(data: Mapping[str, Any]) -> ServingConfig:
     values: dict[str, Any] = {}
     for key, value in data.items():
         path = f"serving.{key}"
-        values[key] = _bool(path, value) if key == "progress" else _positive_seconds(path, value)
+        if key == "progress":
+            values[key] = _bool(path, value)
+        else:
+            values[key] = _positive_seconds(path, value, allow_zero=key == "canary_interval")
     return replace(ServingConfig(), **values)
 
 

@@ -1,4 +1,4 @@
-"""One HTTP GET on a fresh connection: the probes' transport, cheap enough to probe every second.
+"""One HTTP GET (or the canary's POST) on a fresh connection: the probes' transport, cheap enough to probe every second.
 
 I/O. A probe is one small GET to a server on the same host or network; what it must cost is
 about what the socket calls cost. httpx's pooled client costs several times that per request
@@ -72,16 +72,32 @@ def origin_of(url: str) -> Origin:
     return Origin(tls, host, port, host_header, target)
 
 
-def _request(exchange: h11.Connection, origin: Origin) -> bytes:
+def _request(parser: h11.Connection, origin: Origin, body: bytes | None = None) -> bytes:
     headers = [("Host", origin.host_header), ("User-Agent", USER_AGENT), ("Connection", "close")]
-    head = exchange.send(h11.Request(method="GET", target=origin.target, headers=headers)) or b""
-    return head + (exchange.send(h11.EndOfMessage()) or b"")
+    if body is not None:
+        headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    method = "GET" if body is None else "POST"
+    head = parser.send(h11.Request(method=method, target=origin.target, headers=headers)) or b""
+    data = (parser.send(h11.Data(data=body)) or b"") if body else b""
+    return head + data + (parser.send(h11.EndOfMessage()) or b"")
 
 
 async def get(
     url: str, timeout: float, *, body_limit: int = HEALTH_BODY_LIMIT, tls: ssl.SSLContext | None = None
 ) -> Answer:
     """GET `url` on a new connection, the whole exchange within `timeout` seconds."""
+    return await exchange(url, timeout, None, body_limit=body_limit, tls=tls)
+
+
+async def post_json(url: str, body: bytes, timeout: float, *, body_limit: int = HEALTH_BODY_LIMIT) -> Answer:
+    """POST a JSON `body` to `url` on a new connection (the canary's 1-token completion), within `timeout`."""
+    return await exchange(url, timeout, body, body_limit=body_limit)
+
+
+async def exchange(
+    url: str, timeout: float, body: bytes | None, *, body_limit: int, tls: ssl.SSLContext | None = None
+) -> Answer:
+    """One request (GET, or POST with `body`) and its whole answer on a new connection, within `timeout`."""
     origin = origin_of(url)
     async with asyncio.timeout(timeout):
         reader, writer = await asyncio.open_connection(
@@ -91,9 +107,9 @@ async def get(
             server_hostname=origin.host if origin.tls else None,
         )
         try:
-            exchange = h11.Connection(h11.CLIENT)
-            writer.write(_request(exchange, origin))
-            return await _read_answer(reader, exchange, body_limit)
+            parser = h11.Connection(h11.CLIENT)
+            writer.write(_request(parser, origin, body))
+            return await _read_answer(reader, parser, body_limit)
         finally:
             writer.close()
             with contextlib.suppress(Exception):  # closing never fails a probe that has its answer

@@ -31,6 +31,7 @@ KNOWN_LABELS = (
     "api-base",
     "server",
     "stall-window",
+    "canary",
 )
 SERVER_KINDS = ("llama.cpp", "vllm", "openai")
 
@@ -130,6 +131,15 @@ def parse_spec(labels: Mapping[str, str], prefix: str) -> tuple[ContainerSpec | 
     if stall_window is not None and stall_window <= 0:
         bad("stall-window", label("stall-window") or "", "expected a duration > 0 such as 30s or 2m")
 
+    canary_interval: float | None = None
+    if (raw := label("canary")) is not None:
+        if raw.strip().lower() in ("off", "false", "no", "0"):
+            canary_interval = 0.0
+        else:
+            canary_interval = duration("canary")
+            if canary_interval is not None and canary_interval <= 0:
+                bad("canary", raw, "expected a duration > 0 such as 5m, or off")
+
     server = label("server")
     if server is not None:
         server = server.strip().lower()
@@ -171,6 +181,7 @@ def parse_spec(labels: Mapping[str, str], prefix: str) -> tuple[ContainerSpec | 
             api_base=api_base,
             server=server,
             stall_window=stall_window,
+            canary_interval=canary_interval,
         ),
         (),
     )

@@ -45,15 +45,17 @@ class RouterFeedback:
     def stop(self) -> None:
         self.reader.stop()
 
-    def suspects(self, view: CycleView, now: float) -> dict[str, str]:
-        """Container ID -> why the router says it is suspect. Never raises: the probes' suspects go on."""
+    def suspects(self, view: CycleView, now: float, frozen: Mapping[str, float] | None = None) -> dict[str, str]:
+        """Container ID -> why the router says it is suspect. Never raises: the probes' suspects go on.
+
+        `frozen`: container ID -> when the tokens of a busy server last moved (see router_feedback.judge)."""
         try:
-            return self._suspects(view, now)
+            return self._suspects(view, now, frozen or {})
         except Exception as exc:
             logger.exception("router feedback failed: {}", exc)
             return {}
 
-    def _suspects(self, view: CycleView, now: float) -> dict[str, str]:
+    def _suspects(self, view: CycleView, now: float, frozen: Mapping[str, float]) -> dict[str, str]:
         if not self.config.litellm.enabled:
             return {}
         self.reader.start()
@@ -66,7 +68,8 @@ class RouterFeedback:
             self._streaks.setdefault(ident, []).append(now)
         self._streaks = {i: [t for t in ts if now - t <= CLEARS_WINDOW] for i, ts in self._streaks.items()}
         probes = {ident: view.histories[c.id].results for ident, c in by_deployment.items() if c.id in view.histories}
-        verdict = judge(reports, probes, self.cleared, self._streaks, now)
+        stood = {ident: frozen[c.id] for ident, c in by_deployment.items() if c.id in frozen}
+        verdict = judge(reports, probes, self.cleared, self._streaks, now, frozen=stood)
         for ident in fresh:
             self.reports_total += 1
             message = f"{ident}: the proxy reports {evidence(reports[ident], now)}"

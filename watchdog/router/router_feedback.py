@@ -153,9 +153,16 @@ def judge(
     cleared: Mapping[str, float],
     streaks: Mapping[str, Sequence[float]],
     now: float,
+    *,
+    frozen: Mapping[str, float] | None = None,
 ) -> Judgement:
     """`probes`: deployment -> its container's probe results; `cleared`: deployment -> when it was
-    cleared; `streaks`: deployment -> when each of its reported streaks began, this one included."""
+    cleared; `streaks`: deployment -> when each of its reported streaks began, this one included;
+    `frozen`: deployment -> when the tokens of a server with work to do last moved (its latest
+    reading showed none). An answering probe does not clear a server whose counters have stood
+    still since before the proxy's last failure: that is a wedge taking shape (the progress check
+    restarts it when its stall window is full), not a false alarm."""
+    frozen = frozen or {}
     verdict = Judgement()
     for ident, report in sorted(reports.items()):
         last = report.last_failure_at
@@ -169,8 +176,10 @@ def judge(
             )
             continue
         answer = answered_since(probes.get(ident, ()), last)
-        if answer is not None:
+        stalled = ident in frozen and frozen[ident] <= last
+        if answer is not None and not stalled:
             verdict.clear[ident] = answer.at
         else:
-            verdict.suspects[ident] = f"router: {evidence(report, now)}"
+            why = f"router: {evidence(report, now)}"
+            verdict.suspects[ident] = why + (f"; no token generated for {now - frozen[ident]:.0f} s" if stalled else "")
     return verdict

@@ -4,10 +4,11 @@ Judge (pure, time passed in): `progress` (a server's own work and token counters
 work waiting or running while the counters stand still for the stall window is *wedged*; a
 server with nothing to do never is), `suspect` (a failed probe, or one in flight far longer
 than this server usually takes, makes a server *suspect*: out of rotation at once, re-probed
-fast). Observe (I/O): `counters` (the server's Prometheus text, read with prometheus-client's
-parser, into one sample), `probe` (fetches /metrics at a slow cadence on the HTTP prober's own
-asyncio thread and connection pools).
+fast), `canary_rules` (when a 1-token canary completion is due, and two failed in a row are
+*wedged*). Observe (I/O): `counters` (the server's Prometheus text, read with prometheus-client's
+parser, into one sample), `probe` (fetches /metrics on the HTTP prober's own asyncio thread),
+`canary` (the opt-in 1-token completions, on the same thread). `watch` drives them each cycle.
 """
 
 # The modules here that do no I/O and read no clock (checked by tests/unit/test_purity.py).
-PURE_MODULES: tuple[str, ...] = ("progress", "suspect", "findings")
+PURE_MODULES: tuple[str, ...] = ("progress", "suspect", "findings", "canary_rules")

@@ -24,7 +24,15 @@ from loguru import logger
 from watchdog.containers.http_get import METRICS_BODY_LIMIT, BadAnswer, get
 from watchdog.containers.http_probe import Prober
 from watchdog.serving.counters import detect_kind, parse_counters
-from watchdog.serving.progress import CounterSample, ProgressBook, ServerKind, Wedged, reading_interval, wedged
+from watchdog.serving.progress import (
+    CounterSample,
+    ProgressBook,
+    ProgressTrack,
+    ServerKind,
+    Wedged,
+    reading_interval,
+    wedged,
+)
 
 TICK = 0.5
 
@@ -99,6 +107,11 @@ class ProgressProbe:
         """Container ID -> why its progress is unmonitored."""
         with self._lock:
             return {cid: r.unmonitored for cid, r in self._readings.items() if r.unmonitored}
+
+    def track(self, container_id: str) -> ProgressTrack:
+        """What this server's counters showed so far (the canary asks it: did real traffic prove it alive?)."""
+        with self._lock:
+            return self._book.track(container_id)
 
     def verdicts(self, now: float) -> dict[str, Wedged]:
         """Container ID -> its wedged verdict, over the monitored targets."""

@@ -46,6 +46,7 @@ class ProgressTrack:
     moved_at: float | None = None  # the sample at which the tokens last grew (or the first sample)
     busy_since: float | None = None  # the first sample of the current unbroken run of busy samples
     resets: int = 0  # counters that went down: the server restarted inside the container
+    grew_at: float | None = None  # the sample at which the tokens last grew (None: not seen growing yet)
 
 
 def advance(track: ProgressTrack, sample: CounterSample) -> ProgressTrack:
@@ -55,9 +56,10 @@ def advance(track: ProgressTrack, sample: CounterSample) -> ProgressTrack:
         return track
     if last is None or sample.tokens < last.tokens:
         return ProgressTrack(sample, sample.at, sample.at if sample.busy else None, track.resets + (last is not None))
-    moved_at = sample.at if sample.tokens > last.tokens else track.moved_at
+    grew = sample.tokens > last.tokens
+    moved_at = sample.at if grew else track.moved_at
     busy_since = (track.busy_since if track.busy_since is not None else sample.at) if sample.busy else None
-    return ProgressTrack(sample, moved_at, busy_since, track.resets)
+    return ProgressTrack(sample, moved_at, busy_since, track.resets, sample.at if grew else track.grew_at)
 
 
 def reading_interval(track: ProgressTrack, idle_interval: float, busy_interval: float) -> float:
@@ -70,6 +72,14 @@ def reading_interval(track: ProgressTrack, idle_interval: float, busy_interval: 
     """
     last = track.last
     return busy_interval if last is not None and last.busy else idle_interval
+
+
+def frozen_since(track: ProgressTrack) -> float | None:
+    """When the tokens of a server that has work last moved, if its latest reading showed no growth; else None."""
+    last = track.last
+    if last is None or not last.busy or track.moved_at is None or track.moved_at >= last.at:
+        return None
+    return max(track.moved_at, track.busy_since or track.moved_at)
 
 
 @dataclass(frozen=True)

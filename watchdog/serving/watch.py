@@ -1,8 +1,8 @@
-"""The serving side as a subsystem of the loop: progress probes, wedged verdicts, suspects.
+"""The serving side as a subsystem of the loop: progress probes, canaries, wedged verdicts, suspects.
 
 Runs before the diagnosis, like the GPU supervisor: its verdicts go in as data. It keeps the
-progress probe's targets in step with the fleet, folds the readings into the progress book,
-and says once per container life why a server's progress is unmonitored. Never raises.
+progress probe's and the canary's targets in step with the fleet, and says once per container
+life why a server's progress is unmonitored or why it gets no canary. Never raises.
 """
 
 from __future__ import annotations
@@ -14,19 +14,21 @@ from loguru import logger
 from watchdog.config import Config
 from watchdog.containers.http_probe import Prober
 from watchdog.model import ContainerSnapshot, ContainerState
+from watchdog.serving.canary import CanaryProbe, CanaryTarget
+from watchdog.serving.canary_rules import proved_alive
 from watchdog.serving.findings import ServingFindings
 from watchdog.serving.probe import ProgressProbe, ProgressTarget
-from watchdog.serving.progress import ServerKind
+from watchdog.serving.progress import ServerKind, frozen_since
 from watchdog.serving.suspect import suspect_reason
 from watchdog.subsystem import CycleView, Services
 
 
-def metrics_url(container: ContainerSnapshot) -> str | None:
-    """The server's /metrics: its health endpoint's origin (llama.cpp and vLLM serve both on one port)."""
+def metrics_url(container: ContainerSnapshot, path: str = "/metrics") -> str | None:
+    """The server's /metrics (or `path`): its health endpoint's origin (llama.cpp and vLLM serve all on one port)."""
     if not container.endpoint:
         return None
     scheme, _, rest = container.endpoint.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}/metrics"
+    return f"{scheme}://{rest.split('/', 1)[0]}{path}"
 
 
 class ServingWatch:
@@ -37,7 +39,7 @@ class ServingWatch:
         config: Config,
         services: Services,
         prober: Prober,
-        router_suspects: Callable[[CycleView, float], Mapping[str, str]] | None = None,
+        router_suspects: Callable[[CycleView, float, Mapping[str, float]], Mapping[str, str]] | None = None,
     ) -> None:
         self.config = config
         self.router_suspects = router_suspects  # the proxy's reports (router/feedback_watch.py)
@@ -52,6 +54,13 @@ class ServingWatch:
             on_wedged=services.wake,
             busy_interval=config.serving.progress_busy_interval,
         )
+        self.canary = CanaryProbe(
+            prober,
+            config.serving.canary_timeout,
+            services.clock,
+            alive=lambda cid, interval, now: proved_alive(self.probe.track(cid), interval, now),
+            on_wedged=services.wake,
+        )
         self._said: dict[str, str] = {}
         self.errors = 0
 
@@ -60,6 +69,7 @@ class ServingWatch:
         self.probe.interval = config.serving.progress_interval
         self.probe.busy_interval = min(config.serving.progress_busy_interval, config.serving.progress_interval)
         self.probe.timeout = config.probe_timeout
+        self.canary.timeout = config.serving.canary_timeout
         self.prober.suspect_after = config.serving.suspect_after
 
     def _judged(self, view: CycleView) -> list[ContainerSnapshot]:
@@ -95,7 +105,8 @@ class ServingWatch:
             if why is not None:
                 suspects[c.id] = why
         running = {c.id for c in judged}
-        for cid, why in (self.router_suspects(view, now) if self.router_suspects else {}).items():
+        frozen = {c.id: t for c in judged if (t := frozen_since(self.probe.track(c.id))) is not None}
+        for cid, why in (self.router_suspects(view, now, frozen) if self.router_suspects else {}).items():
             if cid in running:
                 suspects.setdefault(cid, why)
         monitored = [c for c in judged if settings.progress and c.spec and c.spec.server != ServerKind.OPENAI.value]
@@ -107,9 +118,24 @@ class ServingWatch:
                 window = c.spec.stall_window or settings.stall_window
                 targets.append(ProgressTarget(c.id, c.started_at, url, kind, window))
         self.probe.set_targets(targets)
+        self.canary.set_targets(self._canary_targets(view, judged))
         unmonitored = self.probe.unmonitored()
+        for cid, why in self.canary.unusable().items():
+            unmonitored[cid] = f"{unmonitored[cid]}; {why}" if cid in unmonitored else why
         self._say_unmonitored(view, unmonitored)
-        return ServingFindings(self.probe.verdicts(now), suspects, unmonitored)
+        return ServingFindings({**self.canary.verdicts(), **self.probe.verdicts(now)}, suspects, unmonitored)
+
+    def _canary_targets(self, view: CycleView, judged: list[ContainerSnapshot]) -> list[CanaryTarget]:
+        """Opted-in servers (label canary, or serving.canary_interval) that answered /health in this life."""
+        targets = []
+        for c in judged:
+            history = view.histories.get(c.id)
+            interval = c.spec.canary_interval if c.spec and c.spec.canary_interval is not None else None
+            interval = self.config.serving.canary_interval if interval is None else interval
+            url = metrics_url(c, "/v1/completions")
+            if interval > 0 and url and history is not None and history.first_ok_at is not None:
+                targets.append(CanaryTarget(c.id, c.started_at, url, interval))
+        return targets
 
     def steer_probes(self, view: CycleView, restarting: set[str] | frozenset[str]) -> None:
         """After the plan: how often each endpoint is probed next.
@@ -134,4 +160,5 @@ class ServingWatch:
         self._said = {cid: why for cid, why in unmonitored.items()}
 
     def stop(self) -> None:
+        self.canary.close()
         self.probe.close()
