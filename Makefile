@@ -85,6 +85,8 @@ bench: venv llama-server images litellm-proxy
 	$(PY) bench/detect_latency.py
 	$(PY) bench/cycle_time.py
 	$(PY) bench/idle_cost.py
+	$(PY) bench/idle_cost.py --containers 64 --probe-interval 2 --progress-interval 2 --name idle_cost_64_defaults_2s_2s
+	$(PY) bench/probe_transport.py
 	$(PY) bench/gpu_probe.py
 	$(PY) bench/zero_vram.py
 	$(PY) bench/litellm_failover.py
