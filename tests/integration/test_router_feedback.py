@@ -137,9 +137,11 @@ def test_completions_failing_behind_a_healthy_health_check_are_ejected_by_the_pr
         wait_for(lambda: len(traffic.log) >= 20, 30, "traffic before the fault")
         faulted_at = time.time()
         fleet.fault("b1", "completions-5xx")
-        wait_for(lambda: (proxy_view(directory, ident).get("ejected_until") or 0) > faulted_at, 20, "the ejection")
+        # The proxy ejects at 3 failures in a row; the watchdog may take it out as a suspect at 2 first, and each
+        # clear resets the proxy's count, so the ejection can wait until the watchdog stops clearing (~20 s).
+        wait_for(lambda: (proxy_view(directory, ident).get("ejected_until") or 0) > faulted_at, 60, "the ejection")
         first = wait_for(lambda: entries(daemon, "router-report", name, faulted_at), 10, "the watchdog told")
-        assert "the proxy reports 3 failure(s) in a row on real traffic (last: 5xx)" in first[0]["reason"], first
+        assert "failure(s) in a row on real traffic (last: 5xx)" in first[0]["reason"], first
         # /health answers: each of the first two reports is a false alarm as far as a probe can tell.
         wait_for(lambda: len(entries(daemon, "router-cleared", name, faulted_at)) >= 2, 60, "two clears")
         given_up = wait_for(
