@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from watchdog.gpu.readings import CLOCK_EVENT_REASONS, GpuReading, GpuSnapshot, normalise_bus_id
+from watchdog.gpu.readings import CLOCK_EVENT_REASONS, GpuHealth, GpuReading, GpuSnapshot, normalise_bus_id
 from watchdog.gpu.xid import XidTable
 from watchdog.model import XidEvent
 
@@ -88,6 +88,16 @@ class HealthScore:
     score: float
     contributions: tuple[Contribution, ...]
     unmonitored: tuple[str, ...]
+
+    def view(self) -> dict[str, object]:
+        """As status.json shows it."""
+        return {
+            "score": round(self.score, 3),
+            "contributions": [
+                {"name": c.name, "factor": round(c.factor, 3), "evidence": c.evidence} for c in self.contributions
+            ],
+            "unmonitored": list(self.unmonitored),
+        }
 
     def summary(self) -> str:
         """The contributions that cost something, e.g. "0.25: uncorrectable ECC: 2 volatile errors -> 0.0"."""
@@ -232,6 +242,9 @@ def score_gpu(
 ) -> HealthScore:
     """The GPU's score now; history: earlier readings (any order), xids: this GPU's classed Xids."""
     config = config or HealthConfig()
+    if gpu.health == GpuHealth.LOST:
+        lost = Contribution("lost", 0.0, f"{gpu.error or 'GPU is lost'} -> 0.0")
+        return HealthScore(gpu.index, gpu.uuid, 0.0, (lost,), ())
     contributions: list[Contribution] = [_xids(xids, now, config)]
     unmonitored: list[str] = []
 
