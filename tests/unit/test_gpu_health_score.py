@@ -367,3 +367,24 @@ def test_bad_gpu_health_values_are_one_line_errors(health: object, message: str)
         parse_config({"gpu": {"health": health}})
     text = str(caught.value)
     assert text.startswith(message) and "\n" not in text
+
+
+def test_a_tiny_penalty_is_never_shown_as_1_or_0() -> None:
+    history = [earlier(replace(HEALTHY, pcie_replays=0), 600)]
+    config = HealthConfig(pcie_replay_half_rate=1000)
+    tiny = score_gpu(replace(HEALTHY, pcie_replays=1), NOW, history=history, config=config)  # 0.1/min: 0.9999
+    assert evidence(tiny, "PCIe replays").endswith("-> >0.99") and tiny.score < 1.0
+    huge = score_gpu(replace(HEALTHY, pcie_replays=10**8), NOW, history=history)
+    assert evidence(huge, "PCIe replays").endswith("-> <0.01") and huge.score > 0.0
+
+
+def test_status_json_shows_the_new_fields() -> None:
+    from watchdog.gpu.status_view import status_view
+
+    gpu = replace(HEALTHY, pcie_replays=7, ecc_corrected=3, remapped_rows_failed=True)
+    reading = GpuReading(NvmlState.OK, NOW, 0.01, (gpu,))
+    view = status_view(reading, [], assignments={}, marks={}, xid_counts={}, vram={}, orphans=[], pid_mapping=False)
+    row = view["gpus"][0]
+    assert (row["pcie_replays"], row["ecc_corrected"], row["remapped_rows_failed"]) == (7, 3, True)
+    assert (row["temperature_slowdown"], row["temperature_shutdown"]) == (90, 95)
+    assert row["health_score"] is None  # no score passed: none shown

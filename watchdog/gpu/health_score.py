@@ -117,7 +117,11 @@ def _half(value: float, half: float) -> float:
 
 
 def _f(factor: float) -> str:
-    return f"{factor:.2f}".rstrip("0").rstrip(".") if factor not in (0.0, 1.0) else f"{factor:.1f}"
+    """0.5, 0.25, 1.0, 0.0; a factor just under 1 is ">0.99", never a "1" that costs something."""
+    if factor in (0.0, 1.0):
+        return f"{factor:.1f}"
+    text = f"{factor:.2f}".rstrip("0").rstrip(".")
+    return ">0.99" if text == "1" else "<0.01" if text == "0" else text
 
 
 def same_gpu(a: GpuSnapshot, b: GpuSnapshot) -> bool:
