@@ -13,9 +13,14 @@
  *   driver <version>                      e.g. driver 535.183.01
  *   gpu <index> key=value ...             keys: uuid bus name total_mib used_mib
  *                                         reserved_mib temp clocks_reasons
- *                                         ecc_corrected ecc_uncorrected
+ *                                         ecc_corrected ecc_uncorrected (volatile)
+ *                                         ecc_corrected_agg ecc_uncorrected_agg
+ *                                         (aggregate; default: the volatile count)
  *                                         rr_corr rr_unc rr_pending rr_failure
- *                                         retired_sbe retired_dbe pci_device_id
+ *                                         retired_sbe retired_dbe retired_pending
+ *                                         temp_slowdown temp_shutdown temp_gpu_max
+ *                                         (0: that threshold is NOT_SUPPORTED)
+ *                                         pcie_replays pci_device_id
  *                                         ecc=notsupported; values may be "quoted"
  *   proc <gpu_index> pid=<pid> used_mib=<mib>
  *   lost <gpu_index>                      device calls return NVML_ERROR_GPU_IS_LOST
@@ -119,8 +124,9 @@ struct gpu {
     int present, lost, ecc_notsupported;
     char uuid[NAME_LEN], bus[32], name[NAME_LEN];
     unsigned long long total_mib, used_mib, reserved_mib, clocks_reasons;
-    unsigned long long ecc_corrected, ecc_uncorrected;
+    unsigned long long ecc_corrected, ecc_uncorrected, ecc_corrected_agg, ecc_uncorrected_agg;
     unsigned int temp, rr_corr, rr_unc, rr_pending, rr_failure, retired_sbe, retired_dbe, pci_device_id;
+    unsigned int retired_pending, temp_slowdown, temp_shutdown, temp_gpu_max, pcie_replays;
 };
 struct proc { unsigned int gpu, pid; unsigned long long used_mib; };
 struct rule { char fn[64]; int gpu; int code; }; /* gpu -1: any; code 0 in hang rules */
@@ -172,6 +178,10 @@ static void parse_gpu(char *cursor, struct gpu *g, unsigned int index) {
     g->total_mib = 6144;
     g->temp = 40;
     g->pci_device_id = 0x1c0710de;
+    g->temp_slowdown = 90;
+    g->temp_shutdown = 95;
+    g->temp_gpu_max = 87;
+    int agg_corr = 0, agg_unc = 0;
     snprintf(g->uuid, sizeof g->uuid, "GPU-00000000-0000-0000-0000-%012u", index);
     snprintf(g->bus, sizeof g->bus, "00000000:%02X:00.0", index + 1);
     copy_str(g->name, sizeof g->name, "NVIDIA Fake GPU");
@@ -191,6 +201,13 @@ static void parse_gpu(char *cursor, struct gpu *g, unsigned int index) {
         else if (!strcmp(k, "clocks_reasons")) g->clocks_reasons = num(v);
         else if (!strcmp(k, "ecc_corrected")) g->ecc_corrected = num(v);
         else if (!strcmp(k, "ecc_uncorrected")) g->ecc_uncorrected = num(v);
+        else if (!strcmp(k, "ecc_corrected_agg")) { g->ecc_corrected_agg = num(v); agg_corr = 1; }
+        else if (!strcmp(k, "ecc_uncorrected_agg")) { g->ecc_uncorrected_agg = num(v); agg_unc = 1; }
+        else if (!strcmp(k, "retired_pending")) g->retired_pending = (unsigned int)num(v);
+        else if (!strcmp(k, "temp_slowdown")) g->temp_slowdown = (unsigned int)num(v);
+        else if (!strcmp(k, "temp_shutdown")) g->temp_shutdown = (unsigned int)num(v);
+        else if (!strcmp(k, "temp_gpu_max")) g->temp_gpu_max = (unsigned int)num(v);
+        else if (!strcmp(k, "pcie_replays")) g->pcie_replays = (unsigned int)num(v);
         else if (!strcmp(k, "rr_corr")) g->rr_corr = (unsigned int)num(v);
         else if (!strcmp(k, "rr_unc")) g->rr_unc = (unsigned int)num(v);
         else if (!strcmp(k, "rr_pending")) g->rr_pending = (unsigned int)num(v);
@@ -200,6 +217,8 @@ static void parse_gpu(char *cursor, struct gpu *g, unsigned int index) {
         else if (!strcmp(k, "pci_device_id")) g->pci_device_id = (unsigned int)num(v);
         else if (!strcmp(k, "ecc")) g->ecc_notsupported = !strcmp(v, "notsupported");
     }
+    if (!agg_corr) g->ecc_corrected_agg = g->ecc_corrected;
+    if (!agg_unc) g->ecc_uncorrected_agg = g->ecc_uncorrected;
 }
 
 static void parse_rule(char *cursor, struct rule *r, int with_code) {
@@ -561,10 +580,11 @@ EXPORT nvmlReturn_t nvmlDeviceGetCurrentClocksThrottleReasons(nvmlDevice_t devic
 EXPORT nvmlReturn_t nvmlDeviceGetTotalEccErrors(nvmlDevice_t device, unsigned int errorType, unsigned int counterType,
                                                 unsigned long long *eccCounts) {
     ENTER(device);
-    (void)counterType;
     if (G(device)->ecc_notsupported) RETURN(NVML_ERROR_NOT_SUPPORTED);
-    if (!eccCounts || errorType > 1) RETURN(NVML_ERROR_INVALID_ARGUMENT);
-    *eccCounts = errorType == 0 ? G(device)->ecc_corrected : G(device)->ecc_uncorrected;
+    if (!eccCounts || errorType > 1 || counterType > 1) RETURN(NVML_ERROR_INVALID_ARGUMENT);
+    const struct gpu *g = G(device);
+    if (counterType == 0) *eccCounts = errorType == 0 ? g->ecc_corrected : g->ecc_uncorrected; /* volatile */
+    else *eccCounts = errorType == 0 ? g->ecc_corrected_agg : g->ecc_uncorrected_agg;         /* aggregate */
     RETURN(NVML_SUCCESS);
 }
 
@@ -596,6 +616,37 @@ EXPORT nvmlReturn_t nvmlDeviceGetRetiredPages(nvmlDevice_t device, unsigned int 
     }
     for (unsigned int i = 0; i < n; i++) addresses[i] = 0x100000ull * (cause + 1) + 0x1000ull * i;
     *pageCount = n;
+    RETURN(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetRetiredPagesPendingStatus(nvmlDevice_t device, unsigned int *isPending) {
+    ENTER(device);
+    if (G(device)->ecc_notsupported) RETURN(NVML_ERROR_NOT_SUPPORTED);
+    if (!isPending) RETURN(NVML_ERROR_INVALID_ARGUMENT);
+    *isPending = G(device)->retired_pending ? 1 : 0; /* nvmlEnableState_t */
+    RETURN(NVML_SUCCESS);
+}
+
+/* Thresholds as in nvmlTemperatureThresholds_t: 0 shutdown, 1 slowdown, 3 gpu max; others unsupported. */
+EXPORT nvmlReturn_t nvmlDeviceGetTemperatureThreshold(nvmlDevice_t device, unsigned int thresholdType,
+                                                      unsigned int *temp) {
+    ENTER(device);
+    if (!temp) RETURN(NVML_ERROR_INVALID_ARGUMENT);
+    const struct gpu *g = G(device);
+    unsigned int value = thresholdType == 0 ? g->temp_shutdown
+                         : thresholdType == 1 ? g->temp_slowdown
+                         : thresholdType == 3 ? g->temp_gpu_max
+                                              : 0;
+    if (thresholdType >= 8) RETURN(NVML_ERROR_INVALID_ARGUMENT);
+    if (value == 0) RETURN(NVML_ERROR_NOT_SUPPORTED);
+    *temp = value;
+    RETURN(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetPcieReplayCounter(nvmlDevice_t device, unsigned int *value) {
+    ENTER(device);
+    if (!value) RETURN(NVML_ERROR_INVALID_ARGUMENT);
+    *value = G(device)->pcie_replays;
     RETURN(NVML_SUCCESS);
 }
 

@@ -95,3 +95,91 @@ print(json.dumps([before, after]))
     done = fake_nvml.run(code)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == [4000 * 2**20, 0]
+
+
+HEALTH_FIELDS = (
+    "temperature_slowdown",
+    "temperature_shutdown",
+    "clock_event_reasons",
+    "ecc_uncorrected",
+    "ecc_corrected",
+    "ecc_uncorrected_aggregate",
+    "retired_pages",
+    "retired_pages_single_bit",
+    "retired_pages_pending",
+    "remapped_rows_pending",
+    "remapped_rows_correctable",
+    "remapped_rows_uncorrectable",
+    "remapped_rows_failed",
+    "pcie_replays",
+)
+
+
+def health(fake: FakeNvml, scenario: str) -> list[dict]:
+    fake.use(scenario)
+    reading = read(fake)
+    assert reading["state"] == "ok"
+    for gpu in reading["gpus"]:
+        assert gpu["health"] == "ok" and gpu["error"] is None, gpu  # NotSupported is never an error
+    return [{k: gpu[k] for k in (*HEALTH_FIELDS, "unsupported")} for gpu in reading["gpus"]]
+
+
+def test_ecc_counters_are_read_by_type_and_not_supported_is_none(fake_nvml: FakeNvml) -> None:
+    gpus = health(fake_nvml, "ecc_errors")
+    assert [(g["ecc_corrected"], g["ecc_uncorrected"], g["ecc_uncorrected_aggregate"]) for g in gpus] == [
+        (0, 0, 0),
+        (120, 2, 3),
+        (None, None, None),
+    ]
+    assert {"ecc", "ecc_corrected", "ecc_aggregate", "remapped_rows"} <= set(gpus[2]["unsupported"])
+    assert "ecc" not in gpus[1]["unsupported"]
+
+
+def test_retired_pages_and_pending_are_read(fake_nvml: FakeNvml) -> None:
+    gpus = health(fake_nvml, "retired_pages")
+    assert [(g["retired_pages"], g["retired_pages_single_bit"], g["retired_pages_pending"]) for g in gpus] == [
+        (0, 0, False),
+        (2, 3, True),
+        (None, None, None),
+    ]
+    assert {"retired_pages", "retired_pages_single_bit", "retired_pages_pending"} <= set(gpus[2]["unsupported"])
+
+
+def test_remapped_rows_are_read_in_full(fake_nvml: FakeNvml) -> None:
+    gpus = health(fake_nvml, "remapped_rows")
+    keys = ("remapped_rows_correctable", "remapped_rows_uncorrectable", "remapped_rows_pending", "remapped_rows_failed")
+    assert [tuple(g[k] for k in keys) for g in gpus] == [
+        (0, 0, False, False),
+        (2, 1, True, False),
+        (0, 512, False, True),
+        (None, None, None, None),
+    ]
+    assert "remapped_rows" in gpus[3]["unsupported"]
+
+
+def test_temperature_thresholds_are_read_each_on_its_own(fake_nvml: FakeNvml) -> None:
+    gpus = health(fake_nvml, "temp_thresholds")
+    assert [(g["temperature_slowdown"], g["temperature_shutdown"]) for g in gpus] == [
+        (90, 95),
+        (90, 95),
+        (90, 95),
+        (None, None),
+        (None, None),
+    ]
+    assert {"temperature_slowdown", "temperature_shutdown"} <= set(gpus[3]["unsupported"])
+    assert "temperature_slowdown" not in gpus[0]["unsupported"]
+
+
+def test_clock_events_and_pcie_replays_are_read(fake_nvml: FakeNvml) -> None:
+    assert [g["clock_event_reasons"] for g in health(fake_nvml, "clock_events")] == [0x1, 0x8, 0xC8, 0x4, None]
+    replays = health(fake_nvml, "pcie_replays")
+    assert [g["pcie_replays"] for g in replays] == [0, 40, None]
+    assert "pcie_replays" in replays[2]["unsupported"] and "pcie_replays" not in replays[1]["unsupported"]
+
+
+def test_a_hung_new_call_still_costs_only_the_deadline(fake_nvml: FakeNvml) -> None:
+    fake_nvml.use("pcie_replays")
+    text = fake_nvml.scenario_file.read_text()
+    fake_nvml.write(text + "hang nvmlDeviceGetPcieReplayCounter 1\n")
+    reading = read(fake_nvml, deadline=0.5, timeout=20)
+    assert reading["state"] == "driver-hung" and reading["duration"] <= 1.0

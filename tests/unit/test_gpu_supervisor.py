@@ -196,3 +196,74 @@ def test_a_reset_closes_its_own_action_windows(supervisor: Any) -> None:
     assert supervisor.journal.entries(kind="gpu-reset-ok") and supervisor.journal.gpu_marks() == {}
     assert supervisor.own.covers(cid, now + 0.1), "the reset's own stop/start events are ignored"
     assert not supervisor.own.covers(cid, time.time() + 60), "later events are not"
+
+
+def health_rows(result: Any) -> dict[int, Any]:
+    return {row["index"]: row["health_score"] for row in result.view["gpus"]}
+
+
+def test_each_cycle_scores_the_gpus_from_the_readings_it_takes(supervisor: Any) -> None:
+    fleet_now = CycleView(tuple(fleet()))
+    base = reading()
+    gpus = list(base.gpus)
+    gpus[1] = replace(gpus[1], pcie_replays=0, temperature=40, temperature_slowdown=90, temperature_shutdown=95)
+    supervisor.monitor.reading = replace(base, at=100.0, gpus=tuple(gpus))
+    first = health_rows(supervisor.cycle(fleet_now, now=100.0))
+    assert first[1]["score"] == 1.0
+    assert "PCIe replays: no earlier reading yet -> 1.0" in [c["evidence"] for c in first[1]["contributions"]]
+    assert "uncorrectable ECC" in first[0]["unmonitored"]  # fields the reading lacks: never a penalty
+    assert first[0]["score"] == 1.0
+    # A minute later GPU 1 has 10 replays more (half rate: 0.5) and runs at its slowdown threshold (0.5).
+    gpus[1] = replace(gpus[1], pcie_replays=10, temperature=90)
+    supervisor.monitor.reading = replace(base, at=160.0, gpus=tuple(gpus))
+    second = health_rows(supervisor.cycle(fleet_now, now=160.0))
+    assert second[1]["score"] == pytest.approx(0.25)
+    evidence = [c["evidence"] for c in second[1]["contributions"]]
+    assert "PCIe replays: +10/min replays -> 0.5" in evidence
+    assert "temperature 90 C, slowdown at 90 C, shutdown at 95 C -> 0.5" in evidence
+    assert second[0]["score"] == 1.0
+
+
+def test_xids_on_a_gpu_cost_it_score_and_a_lost_gpu_scores_zero(supervisor: Any) -> None:
+    supervisor.xid_queue.put(XidEvent(at=100.0, xid=79, gpu_index=3))
+    supervisor.monitor.reading = reading(lost=(2,))
+    rows = health_rows(supervisor.cycle(CycleView(tuple(fleet())), now=100.5))
+    assert rows[2]["score"] == 0.0 and rows[2]["contributions"][0]["name"] == "lost"
+    assert rows[0]["score"] == 1.0
+    # The Xid is drained in the cycle after the reading was scored; the next reading scores it.
+    supervisor.monitor.reading = replace(reading(lost=(2,)), at=101.0)
+    rows = health_rows(supervisor.cycle(CycleView(tuple(fleet())), now=101.5))
+    xid = next(c for c in rows[3]["contributions"] if c["name"] == "xid")
+    assert xid["factor"] < 1.0 and "(79)" in xid["evidence"]
+    assert rows[3]["score"] == xid["factor"]
+
+
+def test_the_score_is_off_with_gpu_health_enabled_false(supervisor: Any) -> None:
+    config = supervisor.config
+    supervisor.apply_config(replace(config, gpu=replace(config.gpu, health=replace(config.gpu.health, enabled=False))))
+    rows = health_rows(supervisor.cycle(CycleView(tuple(fleet())), now=101.0))
+    assert set(rows.values()) == {None}
+
+
+def test_the_health_score_gauge_has_dcgm_exporters_labels(supervisor: Any) -> None:
+    from watchdog.model import Diagnosis
+    from watchdog.ops.metrics import Metrics
+
+    gpus = list(reading().gpus)
+    gpus[0] = replace(gpus[0], name="NVIDIA H100 80GB HBM3", ecc_uncorrected=0, clock_event_reasons=0x8)
+    supervisor.monitor.reading = replace(reading(), gpus=tuple(gpus))
+    view = supervisor.cycle(CycleView(tuple(fleet())), now=101.0).view
+    metrics = Metrics("host-a")
+    metrics.observe([], Diagnosis(), [], view, {}, engine_up=True)
+    text = metrics.exposition().decode()
+    assert (
+        'gpu_watchdog_gpu_health_score{Hostname="host-a",UUID="GPU-storm-0",gpu="0",modelName="NVIDIA H100 80GB HBM3"}'
+        " 0.5" in text
+    )
+    assert 'gpu_watchdog_gpu_health_score{Hostname="host-a",UUID="GPU-storm-1",gpu="1",modelName=""} 1.0' in text
+    from watchdog.ops.status import render_gpus
+
+    lines = render_gpus(view, now=101.0)
+    assert "SCORE" in lines[1]
+    assert "  GPU 0 health 0.50: clock events: hw-slowdown -> 0.5" in lines
+    assert not any(line.startswith("  GPU 1 health") for line in lines)

@@ -24,6 +24,7 @@ from watchdog.config.fields import (
     shown,
     shown_path,
 )
+from watchdog.config.gpu_health import parse_health
 from watchdog.config.model import (
     _LOG_FORMATS,
     _LOG_LEVELS,
@@ -184,6 +185,8 @@ def _parse_gpu(data: Mapping[str, Any]) -> GpuConfig:
             values[key] = _number(path, value, 0.0, 0.5)
         elif key == "xid_overrides":
             values[key] = _parse_xid_overrides(path, value)
+        elif key == "health":
+            values[key] = parse_health(path, value)
     return replace(GpuConfig(), **values)
 
 

@@ -14,4 +14,14 @@ and drives the GPU side of each cycle of the loop.
 """
 
 # The modules here that do no I/O and read no clock (checked by tests/unit/test_purity.py).
-PURE_MODULES: tuple[str, ...] = ("xid", "marks", "vram", "assignment", "findings", "orphans", "status_view", "readings")
+PURE_MODULES: tuple[str, ...] = (
+    "xid",
+    "marks",
+    "vram",
+    "assignment",
+    "findings",
+    "orphans",
+    "status_view",
+    "readings",
+    "health_score",
+)

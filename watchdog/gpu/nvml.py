@@ -80,18 +80,25 @@ def _read_one(nvml: Any, index: int) -> GpuSnapshot:
         memory = query("memory", lambda: _memory(nvml, handle))
         processes = query("processes", lambda: nvml.nvmlDeviceGetComputeRunningProcesses(handle)) or []
         temperature = query("temperature", lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
+        slowdown = query("temperature_slowdown", lambda: _threshold(nvml, handle, "SLOWDOWN"))
+        shutdown = query("temperature_shutdown", lambda: _threshold(nvml, handle, "SHUTDOWN"))
         reasons = query("clock_event_reasons", lambda: _clock_reasons(nvml, handle))
-        ecc = query(
-            "ecc",
-            lambda: nvml.nvmlDeviceGetTotalEccErrors(
-                handle, nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC
-            ),
-        )
+        ecc = query("ecc", lambda: _ecc(nvml, handle, "UNCORRECTED", "VOLATILE"))
+        ecc_corrected = query("ecc_corrected", lambda: _ecc(nvml, handle, "CORRECTED", "VOLATILE"))
+        ecc_aggregate = query("ecc_aggregate", lambda: _ecc(nvml, handle, "UNCORRECTED", "AGGREGATE"))
         retired = query(
             "retired_pages",
             lambda: nvml.nvmlDeviceGetRetiredPages(handle, nvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR),
         )
+        retired_sbe = query(
+            "retired_pages_single_bit",
+            lambda: nvml.nvmlDeviceGetRetiredPages(
+                handle, nvml.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS
+            ),
+        )
+        retired_pending = query("retired_pages_pending", lambda: nvml.nvmlDeviceGetRetiredPagesPendingStatus(handle))
         remapped = query("remapped_rows", lambda: nvml.nvmlDeviceGetRemappedRows(handle))
+        replays = query("pcie_replays", lambda: nvml.nvmlDeviceGetPcieReplayCounter(handle))
     except _Lost as exc:
         return GpuSnapshot(index, GpuHealth.LOST, error=f"GPU is lost: {exc}")
     return GpuSnapshot(
@@ -103,16 +110,42 @@ def _read_one(nvml: Any, index: int) -> GpuSnapshot:
         memory_total=int(memory.total) if memory is not None else None,
         memory_used=int(memory.used) if memory is not None else None,
         temperature=int(temperature) if temperature is not None else None,
-        clock_event_reasons=int(reasons) if reasons is not None else None,
-        ecc_uncorrected=int(ecc) if ecc is not None else None,
+        temperature_slowdown=_int(slowdown),
+        temperature_shutdown=_int(shutdown),
+        clock_event_reasons=_int(reasons),
+        ecc_uncorrected=_int(ecc),
+        ecc_corrected=_int(ecc_corrected),
+        ecc_uncorrected_aggregate=_int(ecc_aggregate),
         retired_pages=len(retired) if retired is not None else None,
+        retired_pages_single_bit=len(retired_sbe) if retired_sbe is not None else None,
+        retired_pages_pending=bool(retired_pending) if retired_pending is not None else None,
         remapped_rows_pending=bool(remapped[2]) if remapped is not None else None,
+        remapped_rows_correctable=int(remapped[0]) if remapped is not None else None,
+        remapped_rows_uncorrectable=int(remapped[1]) if remapped is not None else None,
+        remapped_rows_failed=bool(remapped[3]) if remapped is not None else None,
+        pcie_replays=_int(replays),
         processes=tuple(
             GpuProcess(int(p.pid), int(p.usedGpuMemory) if p.usedGpuMemory is not None else None) for p in processes
         ),
         unsupported=tuple(unsupported),
         error="; ".join(errors) or None,
     )
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if value is not None else None
+
+
+def _ecc(nvml: Any, handle: Any, error_type: str, counter_type: str) -> Any:
+    """One ECC count: error_type CORRECTED or UNCORRECTED, counter_type VOLATILE or AGGREGATE."""
+    return nvml.nvmlDeviceGetTotalEccErrors(
+        handle, getattr(nvml, f"NVML_MEMORY_ERROR_TYPE_{error_type}"), getattr(nvml, f"NVML_{counter_type}_ECC")
+    )
+
+
+def _threshold(nvml: Any, handle: Any, which: str) -> Any:
+    """A temperature threshold, which SLOWDOWN or SHUTDOWN (nvmlTemperatureThresholds_t)."""
+    return nvml.nvmlDeviceGetTemperatureThreshold(handle, getattr(nvml, f"NVML_TEMPERATURE_THRESHOLD_{which}"))
 
 
 def _memory(nvml: Any, handle: Any) -> Any:

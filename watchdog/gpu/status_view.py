@@ -6,13 +6,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from watchdog.gpu.assignment import GpuAssignment, gpu_key
+from watchdog.gpu.health_score import HealthScore
 from watchdog.gpu.marks import GpuMark
 from watchdog.gpu.readings import GpuReading, GpuSnapshot, clock_reason_names
 from watchdog.gpu.vram import VramView
 from watchdog.model import ContainerSnapshot
 
 
-def _gpu_row(gpu: GpuSnapshot, mark: GpuMark | None, containers: list[str], xids: int) -> dict[str, Any]:
+def _gpu_row(
+    gpu: GpuSnapshot, mark: GpuMark | None, containers: list[str], xids: int, score: HealthScore | None
+) -> dict[str, Any]:
     return {
         "uuid": gpu.uuid,
         "index": gpu.index,
@@ -22,15 +25,25 @@ def _gpu_row(gpu: GpuSnapshot, mark: GpuMark | None, containers: list[str], xids
         "memory_total": gpu.memory_total,
         "temperature": gpu.temperature,
         "throttle": clock_reason_names(gpu.clock_event_reasons),
+        "temperature_slowdown": gpu.temperature_slowdown,
+        "temperature_shutdown": gpu.temperature_shutdown,
         "ecc_uncorrected": gpu.ecc_uncorrected,
+        "ecc_corrected": gpu.ecc_corrected,
+        "ecc_uncorrected_aggregate": gpu.ecc_uncorrected_aggregate,
         "retired_pages": gpu.retired_pages,
+        "retired_pages_single_bit": gpu.retired_pages_single_bit,
+        "retired_pages_pending": gpu.retired_pages_pending,
         "remapped_rows_pending": gpu.remapped_rows_pending,
+        "remapped_rows_uncorrectable": gpu.remapped_rows_uncorrectable,
+        "remapped_rows_failed": gpu.remapped_rows_failed,
+        "pcie_replays": gpu.pcie_replays,
         "unmonitored": list(gpu.unsupported),
         "health": gpu.health.value,
         "error": gpu.error,
         "mark": ({"condition": mark.condition.value, "reason": mark.reason, "since": mark.since} if mark else None),
         "containers": containers,
         "xids": xids,
+        "health_score": score.view() if score is not None else None,
     }
 
 
@@ -44,6 +57,7 @@ def status_view(
     vram: Mapping[str, VramView],
     orphans: list[dict[str, Any]],
     pid_mapping: bool,
+    scores: Mapping[str, HealthScore] | None = None,
 ) -> dict[str, Any]:
     """One reading's GPUs, named for an operator (container names, not IDs)."""
     names = {c.id: c.name for c in containers}
@@ -51,7 +65,8 @@ def status_view(
     for gpu in reading.gpus:
         key = gpu_key(gpu)
         on_it = sorted(names.get(cid, cid[:12]) for cid, a in assignments.items() if key in a.uuids)
-        rows.append(_gpu_row(gpu, marks.get(key), on_it, xid_counts.get(key, 0)))
+        score = (scores or {}).get(key)
+        rows.append(_gpu_row(gpu, marks.get(key), on_it, xid_counts.get(key, 0), score))
     unresolved = {names.get(cid, cid[:12]): list(a.unresolved) for cid, a in assignments.items() if a.unresolved}
     return {
         "nvml": reading.state.value,

@@ -15,15 +15,17 @@ pure `status_view`.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
 from watchdog.config import Config
-from watchdog.gpu.assignment import GpuAssignment, containers_on, resolve
+from watchdog.gpu.assignment import GpuAssignment, containers_on, gpu_key, resolve
 from watchdog.gpu.driver_state import DriverState
 from watchdog.gpu.findings import GpuFindings
+from watchdog.gpu.health_score import HealthScore, classed_xids, score_gpu
 from watchdog.gpu.mark_book import MarkBook
 from watchdog.gpu.marks import GpuMark, held_containers, unusable
 from watchdog.gpu.monitor import GpuMonitor
@@ -41,6 +43,8 @@ from watchdog.units import format_bytes
 
 if TYPE_CHECKING:
     import docker
+
+READINGS_MAX = 2048  # earlier readings kept for rates (gpu.health.rate_window trims them first)
 
 
 class GpuSupervisor:
@@ -67,6 +71,8 @@ class GpuSupervisor:
         self._judged_reading: GpuReading | None = None
         self._pid_owners: dict[int, str] | None = None
         self._orphan_rows: list[dict[str, Any]] = []
+        self._readings: deque[GpuReading] = deque(maxlen=READINGS_MAX)  # earlier readings: the base of rates
+        self._scores: dict[str, HealthScore] = {}  # GPU key -> its health score, from the latest reading
 
     # -- what the others share ------------------------------------------------
 
@@ -191,6 +197,7 @@ class GpuSupervisor:
             self._judged_reading = reading
             self._pid_owners = self._owners(gpus)
             self._orphan_rows = self.orphans.check(gpus, self._pid_owners, containers, now)
+            self._scores = self._score(reading)
         pid_owners = self._pid_owners
         self.xids.drain(gpus, pid_owners, self.assignments, now)
         self.xids.prune(containers)
@@ -198,6 +205,28 @@ class GpuSupervisor:
         vram = vram_views(containers, gpus, self.assignments, pid_owners, threshold, unusable=unusable(self.marks))
         view = self._status_view(reading, containers, vram, self._orphan_rows)
         return GpuFindings(vram=vram, xids=dict(self.xids.requests), view=view)
+
+    def _score(self, reading: GpuReading) -> dict[str, HealthScore]:
+        """Each GPU's health score at this reading, over the earlier ones; the reading joins the history."""
+        health = self.config.gpu.health
+        if not health.enabled:
+            self._readings.clear()
+            return {}
+        events = list(self.xids.history)
+        scores = {
+            gpu_key(gpu): score_gpu(
+                gpu,
+                reading.at,
+                history=self._readings,
+                xids=classed_xids(gpu, events, self.xids.table),
+                config=health,
+            )
+            for gpu in reading.gpus
+        }
+        self._readings.append(reading)
+        while self._readings and self._readings[0].at < reading.at - health.rate_window:
+            self._readings.popleft()
+        return scores
 
     def _owners(self, gpus: Sequence[GpuSnapshot]) -> dict[int, str] | None:
         """GPU process PID -> container ID, HOST or GONE; None when PID mapping is off."""
@@ -225,4 +254,5 @@ class GpuSupervisor:
             vram=vram,
             orphans=orphans,
             pid_mapping=bool(self.host_pids),
+            scores=self._scores,
         )

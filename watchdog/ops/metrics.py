@@ -62,6 +62,12 @@ class Metrics:
         self.gpu_memory_used = Gauge("gpu_watchdog_gpu_memory_used_bytes", "GPU memory used", GPU_LABELS, registry=r)
         self.gpu_memory_total = Gauge("gpu_watchdog_gpu_memory_total_bytes", "GPU memory", GPU_LABELS, registry=r)
         self.gpu_temperature = Gauge("gpu_watchdog_gpu_temperature_celsius", "GPU temperature", GPU_LABELS, registry=r)
+        self.gpu_health_score = Gauge(
+            "gpu_watchdog_gpu_health_score",
+            "GPU health score, 0 (unusable) to 1 (healthy): the product of its contributions (status shows them)",
+            GPU_LABELS,
+            registry=r,
+        )
         self.gpu_xids = Gauge(
             "gpu_watchdog_gpu_xid_events", "Xid events seen since the daemon started", GPU_LABELS, registry=r
         )
@@ -140,6 +146,7 @@ class Metrics:
             self.gpu_memory_used,
             self.gpu_memory_total,
             self.gpu_temperature,
+            self.gpu_health_score,
             self.gpu_xids,
             self.gpu_marked,
         ):
@@ -152,6 +159,8 @@ class Metrics:
                 self.gpu_memory_total.labels(*labels).set(row["memory_total"])
             if row.get("temperature") is not None:
                 self.gpu_temperature.labels(*labels).set(row["temperature"])
+            if row.get("health_score"):
+                self.gpu_health_score.labels(*labels).set(row["health_score"]["score"])
             self.gpu_xids.labels(*labels).set(row.get("xids") or 0)
             if row.get("mark"):
                 self.gpu_marked.labels(*labels, row["mark"]["condition"]).set(1)

@@ -295,13 +295,13 @@ def _mib(value: int | None) -> str:
 
 
 def render_gpus(gpu: dict[str, Any], now: float) -> list[str]:
-    """Per-GPU lines: UUID, index, memory, temperature, throttle, health, mark, containers."""
+    """Per-GPU lines: UUID, index, memory, temperature, throttle, health, score, mark, containers; what cost score."""
     lines = [f"GPUs: NVML {gpu.get('nvml', 'unknown')}" + (f" ({gpu['detail']})" if gpu.get("detail") else "")]
     marks: dict[str, Any] = gpu.get("marks") or {}
     rows: list[dict[str, Any]] = gpu.get("gpus") or []
     if rows:
         table: list[tuple[str, ...]] = [
-            ("IDX", "UUID", "MEMORY MiB", "TEMP", "THROTTLE", "HEALTH", "MARK", "CONTAINERS")
+            ("IDX", "UUID", "MEMORY MiB", "TEMP", "THROTTLE", "HEALTH", "SCORE", "MARK", "CONTAINERS")
         ]
         for row in rows:
             mark = marks.get(row["uuid"] or "") or row.get("mark")
@@ -314,11 +314,17 @@ def render_gpus(gpu: dict[str, Any], now: float) -> list[str]:
                     "?" if row.get("temperature") is None else f"{row['temperature']}C",
                     "n/a" if throttle is None else ",".join(t for t in throttle if t != "gpu-idle") or "-",
                     row["health"],
+                    "-" if not row.get("health_score") else f"{row['health_score']['score']:.2f}",
                     mark["condition"].upper() if mark else "-",
                     ",".join(row.get("containers") or []) or "-",
                 )
             )
         lines.extend(_columns(table))
+    for row in rows:
+        score = row.get("health_score") or {}
+        costs = [c["evidence"] for c in score.get("contributions") or [] if c["factor"] < 1]
+        if costs:
+            lines.append(f"  GPU {row['index']} health {score['score']:.2f}: {'; '.join(costs)}")
     for uuid, mark in marks.items():
         hint = "reboot the host" if mark["condition"] == "quarantined" else "reset the GPU"
         lines.append(
