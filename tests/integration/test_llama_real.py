@@ -36,15 +36,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.integration import litellm_proxy
 from tests.integration.conftest import new_daemon
 from tests.integration.harness import LLAMA_IMAGE, ROOT, Daemon, Fleet, free_port, ok_restarts, started_at, wait_for
+from watchdog.config import Config
 
 pytestmark = pytest.mark.engine
 TEMPLATE = ROOT / "litellm" / "config.template.yaml"
 # A model that decodes at tens of tokens a second on a CPU (8 x 512, about 110 MB), mounted at /models/extra.
 SLOW_MODEL_ARGS = ["--embd", "512", "--layers", "8", "--ff", "1536", "--heads", "8"]
 SLOW_MODEL = "/models/extra/slow.gguf"
-# The daemon's own defaults for judging an endpoint (README "Configuration file"). The poll stays at 1 s: each cycle
-# publishes only the latest probe in status.json, and at 5 s a cycle and a probe in step can hide one probe in two.
-DEFAULT_PROBING = {"probe_interval": 5, "probe_timeout": 3, "failure_threshold": 3}
+# The daemon's own defaults for judging an endpoint (watchdog/config/model.py). The poll stays at 1 s: each cycle
+# publishes only the latest probe in status.json, and a slow poll in step with the probes can hide one in two.
+DEFAULT_PROBING = {key: getattr(Config(), key) for key in ("probe_interval", "probe_timeout", "failure_threshold")}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -349,7 +350,7 @@ def test_busy_single_slot_with_a_queue_is_not_restarted(
     assert all(s["processing"] for s in samples[:-1]), samples
     steps = [b["decode_total"] - a["decode_total"] for a, b in itertools.pairwise(samples)]
     assert steps and all(step > 0 for step in steps[:-1]), steps
-    # The daemon probed it all along (default probes: every 5 s, timeout 3 s, 3 failures) and never acted.
+    # The daemon probed it all along (default probes: every 2 s, timeout 3 s, 3 failures) and never acted.
     during = probe_log.between(began, began + busy_for)
     assert len(during) >= DEFAULT_PROBING["failure_threshold"], (
         f"only {len(during)} probes in {busy_for:.0f} s of work from {began:.1f}: nothing checked ({probe_log.seen})"
