@@ -85,6 +85,32 @@ STANDIN_IMAGE = "gpu-watchdog/standin:dev"
 BENCH_RUN_LABEL = "gpu-watchdog-bench.run"
 
 
+def proxy_chat(http: httpx.Client, port: int, master_key: str, model: str, index: int) -> dict[str, Any]:
+    """One 8-token chat completion through the LiteLLM proxy on 127.0.0.1:`port`, as a record.
+
+    status (None: no answer), the deployment that answered and LiteLLM's retries (its response
+    headers), the error text of a failure, and start, end and seconds (wall clock).
+    """
+    record: dict[str, Any] = {"i": index, "start": time.time()}
+    try:
+        response = http.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {master_key}"},
+            json={"model": model, "messages": [{"role": "user", "content": f"hi {index}"}], "max_tokens": 8},
+        )
+        record["status"] = response.status_code
+        record["deployment"] = response.headers.get("x-litellm-model-id")
+        record["retries"] = int(response.headers.get("x-litellm-attempted-retries") or 0)
+        if response.status_code != 200:
+            record["error"] = response.text[:200]
+    except httpx.HTTPError as exc:
+        record["status"] = None
+        record["error"] = f"{type(exc).__name__}: {exc}"[:200]
+    record["end"] = time.time()
+    record["seconds"] = record["end"] - record["start"]
+    return record
+
+
 def daemon_defaults(
     prefix: str, state_dir: Path, litellm_out: Path | None = None, http_port: int | None = None
 ) -> dict[str, Any]:

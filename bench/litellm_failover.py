@@ -70,7 +70,7 @@ from typing import Any
 import docker
 import httpx
 import yaml
-from common import ROOT, get_ok, pct, save
+from common import ROOT, get_ok, pct, proxy_chat, save
 
 from tests.integration.harness import free_port
 from tests.integration.harness import wait_for as wait_until
@@ -279,21 +279,7 @@ class Run:
     # -- load and faults -------------------------------------------------------
 
     def request(self, http: httpx.Client, index: int) -> None:
-        record: dict[str, Any] = {"i": index, "start": time.time()}
-        try:
-            response = http.post(
-                f"http://127.0.0.1:{self.proxy_port}/v1/chat/completions",
-                headers={"Authorization": f"Bearer {self.master_key}"},
-                json={"model": MODEL, "messages": [{"role": "user", "content": f"hi {index}"}], "max_tokens": 8},
-            )
-            record["status"] = response.status_code
-            record["deployment"] = response.headers.get("x-litellm-model-id")
-            if response.status_code != 200:
-                record["error"] = response.text[:200]
-        except httpx.HTTPError as exc:
-            record["status"] = None
-            record["error"] = f"{type(exc).__name__}: {exc}"[:200]
-        record["end"] = time.time()
+        record = proxy_chat(http, self.proxy_port, self.master_key, MODEL, index)
         with self.lock:
             self.requests.append(record)
 

@@ -66,6 +66,7 @@ from common import (
     host_pid,
     pct,
     process_start,
+    proxy_chat,
     remove_containers,
     run_llama,
     save,
@@ -229,23 +230,7 @@ class Run:
     # -- load and faults --------------------------------------------------------------------------------
 
     def request(self, http: httpx.Client, index: int) -> None:
-        record: dict[str, Any] = {"i": index, "start": time.time()}
-        try:
-            response = http.post(
-                f"http://127.0.0.1:{self.proxy_port}/v1/chat/completions",
-                headers={"Authorization": f"Bearer {self.master_key}"},
-                json={"model": MODEL, "messages": [{"role": "user", "content": f"hi {index}"}], "max_tokens": 8},
-            )
-            record["status"] = response.status_code
-            record["deployment"] = response.headers.get("x-litellm-model-id")
-            record["retries"] = int(response.headers.get("x-litellm-attempted-retries") or 0)
-            if response.status_code != 200:
-                record["error"] = response.text[:200]
-        except httpx.HTTPError as exc:
-            record["status"] = None
-            record["error"] = f"{type(exc).__name__}: {exc}"[:200]
-        record["end"] = time.time()
-        record["seconds"] = record["end"] - record["start"]
+        record = proxy_chat(http, self.proxy_port, self.master_key, MODEL, index)
         with self.lock:
             self.requests.append(record)
 

@@ -72,6 +72,9 @@ SEVERITY: dict[FaultKind, int] = {
 }
 
 
+TIMEOUT_DETAIL = "timeout after"  # how a probe that got no answer in time begins its detail (diagnose reads it)
+
+
 class ProbeStatus(StrEnum):
     """One HTTP probe's outcome."""
 

@@ -61,6 +61,16 @@ def stop(pid: int, timeout: float = 15) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def client(port: int) -> httpx.Client:
+    """An HTTP client for the proxy on 127.0.0.1:`port`, with the template's master key."""
+    return httpx.Client(
+        base_url=f"http://127.0.0.1:{port}",
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+        timeout=60,
+        trust_env=False,
+    )
+
+
 def live(port: int) -> bool:
     try:
         return httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=1, trust_env=False).status_code == 200

@@ -48,12 +48,7 @@ class Client:
     """Chat completions through the proxy, with what LiteLLM says about each."""
 
     def __init__(self, port: int) -> None:
-        self.http = httpx.Client(
-            base_url=f"http://127.0.0.1:{port}",
-            headers={"Authorization": f"Bearer {litellm_proxy.MASTER_KEY}"},
-            timeout=60,
-            trust_env=False,
-        )
+        self.http = litellm_proxy.client(port)
         self.log: list[dict[str, Any]] = []
 
     def ask(self) -> dict[str, Any]:

@@ -40,12 +40,7 @@ class Traffic:
     """One client thread sending chat completions through the proxy until stopped."""
 
     def __init__(self, port: int) -> None:
-        self.http = httpx.Client(
-            base_url=f"http://127.0.0.1:{port}",
-            headers={"Authorization": f"Bearer {litellm_proxy.MASTER_KEY}"},
-            timeout=60,
-            trust_env=False,
-        )
+        self.http = litellm_proxy.client(port)
         self.log: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)

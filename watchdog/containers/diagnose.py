@@ -13,6 +13,7 @@ from enum import StrEnum
 from watchdog.config import Config
 from watchdog.gpu.vram import VramView
 from watchdog.model import (
+    TIMEOUT_DETAIL,
     ContainerHistory,
     ContainerSnapshot,
     ContainerState,
@@ -205,7 +206,7 @@ def _running(
             since = history.results[-streak].at
             reason = f"{container.endpoint} failed {streak} probes in a row (last: {last.detail})"
             # Every probe of the streak timed out: the server does not answer at all (a hang), not an error page.
-            unanswered = all(r.detail.startswith("timeout") for r in history.results[-streak:])
+            unanswered = all(r.detail.startswith(TIMEOUT_DETAIL) for r in history.results[-streak:])
             evidence = {"failed_probes": streak, "unanswered": unanswered}
             return _fault(container, FaultKind.ENDPOINT_FAILING, since, reason, evidence), False
         latest = history.results[-1] if history.results else None

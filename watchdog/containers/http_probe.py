@@ -27,7 +27,7 @@ from loguru import logger
 
 from watchdog.containers.diagnose import ProbeHistory
 from watchdog.containers.http_get import BadAnswer, get
-from watchdog.model import ProbeResult, ProbeStatus, ProbeTarget
+from watchdog.model import TIMEOUT_DETAIL, ProbeResult, ProbeStatus, ProbeTarget
 from watchdog.serving.suspect import overdue_after
 
 HISTORY_LENGTH = 16
@@ -60,7 +60,7 @@ async def probe_once(url: str, timeout: float, clock: Callable[[], float]) -> Pr
         answer = await get(url, timeout)
         status, detail = classify(answer.status)
     except TimeoutError:
-        status, detail = ProbeStatus.FAILED, f"timeout after {timeout:g} s"
+        status, detail = ProbeStatus.FAILED, f"{TIMEOUT_DETAIL} {timeout:g} s"
     except ConnectionRefusedError:
         status, detail = ProbeStatus.FAILED, "connection refused"
     except ssl.SSLError as exc:

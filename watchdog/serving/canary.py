@@ -26,6 +26,7 @@ from loguru import logger
 
 from watchdog.containers.http_get import BadAnswer, post_json
 from watchdog.containers.http_probe import Prober
+from watchdog.model import TIMEOUT_DETAIL
 from watchdog.serving.canary_rules import CanaryResult, canary_wedged
 from watchdog.serving.progress import Wedged
 
@@ -125,7 +126,7 @@ class CanaryProbe:
             if 400 <= answer.status < 500:
                 unusable = f"{target.url} answered a canary with HTTP {answer.status}: no canary for it"
         except TimeoutError:
-            ok, detail = False, f"timeout after {self.timeout:g} s"
+            ok, detail = False, f"{TIMEOUT_DETAIL} {self.timeout:g} s"
         except (OSError, BadAnswer) as exc:  # ssl.SSLError is an OSError
             ok, detail = False, f"failed after {time.monotonic() - started:.2f} s: {exc}"
         except Exception as exc:  # a canary must never take the prober down

@@ -105,10 +105,11 @@ class ServingWatch:
             if why is not None:
                 suspects[c.id] = why
         running = {c.id for c in judged}
-        frozen = {c.id: t for c in judged if (t := frozen_since(self.probe.track(c.id))) is not None}
-        for cid, why in (self.router_suspects(view, now, frozen) if self.router_suspects else {}).items():
-            if cid in running:
-                suspects.setdefault(cid, why)
+        if self.router_suspects is not None:
+            frozen = {c.id: t for c in judged if (t := frozen_since(self.probe.track(c.id))) is not None}
+            for cid, why in self.router_suspects(view, now, frozen).items():
+                if cid in running:
+                    suspects.setdefault(cid, why)
         monitored = [c for c in judged if settings.progress and c.spec and c.spec.server != ServerKind.OPENAI.value]
         targets = []
         for c in monitored:
