@@ -166,15 +166,16 @@ def test_completions_failing_behind_a_healthy_health_check_are_ejected_by_the_pr
 
 
 def test_hung_completions_are_reported_by_the_proxy_and_restarted_by_the_watchdog(fleet: Fleet, routed: Any) -> None:
-    # Probes every 10 s: the router's word comes first, and the fast probes of a suspect do the rest.
+    # Completions hang while /health still answers: only the router can tell. Once it has, /health turns slow
+    # too (5 s, past the 1 s probe timeout), and the suspect's fast probes reach the failure threshold.
     daemon, names, directory, port = routed(probe_interval=10)
     name, ident = names[2], f"{names[2]}.gpu2"
     with Traffic(port) as traffic:
         wait_for(lambda: len(traffic.log) >= 20, 30, "traffic before the fault")
-        fleet.fault("b2", "slow?seconds=5&every=1")  # /health answers 5 s late: past the 1 s probe timeout
         hung_at = time.time()
-        fleet.fault("b2", "wedge")  # completions never answer
+        fleet.fault("b2", "wedge")  # completions never answer; the counters stand still with work waiting
         report = wait_for(lambda: entries(daemon, "router-report", name, hung_at), 30, "the watchdog told")
+        fleet.fault("b2", "slow?seconds=5&every=1")
         ejected = proxy_view(directory, ident)
         out = wait_for(lambda: entries(daemon, "rotation-out", name, hung_at), 10, "b2 out of rotation")
         restarted = wait_for(lambda: ok_restarts(daemon, name), 30, "b2 restarted")
