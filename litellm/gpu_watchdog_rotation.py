@@ -69,6 +69,7 @@ class RotationState:
         all_down: str,
         outlier: outliers.OutlierSettings | None = None,
         cleared: dict[str, float] | None = None,
+        weights: dict[str, float] | None = None,
     ) -> None:
         self.out = out
         self.written_at = written_at
@@ -76,6 +77,7 @@ class RotationState:
         self.all_down = all_down
         self.outlier = outlier or outliers.OutlierSettings()
         self.cleared = cleared or {}
+        self.weights = weights or {}  # deployment id -> its share factor from GPU health (< 1 only)
 
 
 def parse_rotation(text: str) -> tuple[RotationState | None, str]:
@@ -85,6 +87,7 @@ def parse_rotation(text: str) -> tuple[RotationState | None, str]:
             return None, f"not a version-{ROTATION_VERSION} rotation file"
         out = data.get("out") or {}
         cleared = data.get("cleared") or {}
+        weights = data.get("weights") or {}
         return (
             RotationState(
                 frozenset(str(k) for k in out),
@@ -93,6 +96,7 @@ def parse_rotation(text: str) -> tuple[RotationState | None, str]:
                 str(data.get("all_down") or "route-anyway"),
                 outliers.parse_settings(data.get("outlier")),
                 {str(k): float(v) for k, v in cleared.items()} if isinstance(cleared, dict) else {},
+                {str(k): min(1.0, max(0.0, float(v))) for k, v in weights.items()} if isinstance(weights, dict) else {},
             ),
             "ok",
         )
@@ -120,6 +124,47 @@ def filter_deployments(deployments: list[Any], state: RotationState | None, now:
     if state.all_down == "fail-fast":
         return [], "every candidate is out of rotation: fail-fast"
     return deployments, "every candidate is out of rotation: route-anyway"
+
+
+def plan_weight(deployment: Any) -> float:
+    """The capacity plan's weight of a deployment (its litellm_params.weight), 1 when it has none."""
+    params = deployment.get("litellm_params") if isinstance(deployment, dict) else None
+    try:
+        value = float((params or {}).get("weight") or 1.0)
+    except (TypeError, ValueError):
+        return 1.0
+    return value if value > 0 else 1.0
+
+
+class HealthPicker:
+    """Traffic follows GPU health: one candidate per attempt, in proportion to plan weight x health share.
+
+    Smooth weighted round robin (nginx's): every candidate gains its weight, the richest is picked
+    and pays the total. Over any run of attempts each one's share is its weight over the sum, to
+    within one request, with no randomness to wait out. Only used when some candidate's share is
+    under 1; with every GPU healthy the list goes to LiteLLM as it is (its own strategy picks).
+    """
+
+    def __init__(self) -> None:
+        self.credit: dict[str, dict[str, float]] = {}  # model group -> deployment id -> credit
+
+    def pick(self, group: str, deployments: list[Any], shares: dict[str, float]) -> list[Any]:
+        ids = [deployment_id(d) for d in deployments]
+        if not any(i in shares for i in ids) or None in ids:
+            return deployments
+        weights = [plan_weight(d) * shares.get(str(i), 1.0) for d, i in zip(deployments, ids, strict=True)]
+        total = sum(weights)
+        if total <= 0:
+            return deployments
+        credit = self.credit.setdefault(group, {})
+        for key in list(credit):
+            if key not in ids:
+                del credit[key]
+        for ident, weight in zip(ids, weights, strict=True):
+            credit[str(ident)] = credit.get(str(ident), 0.0) + weight
+        best = max(range(len(ids)), key=lambda n: (credit[str(ids[n])], -n))
+        credit[str(ids[best])] -= total
+        return [deployments[best]]
 
 
 def call_deployment(kwargs: dict[str, Any]) -> tuple[str | None, str]:
@@ -156,6 +201,7 @@ class RotationFilter(CustomLogger):  # type: ignore[misc]
         self._why = "not read yet"
         self._last_said = ""
         self.book = outliers.OutlierBook()
+        self.picker = HealthPicker()
         self._reported = (-1, 0.0)  # (book version, when) of the last report written
         self._flush: asyncio.TimerHandle | None = None
         self._report_error = ""
@@ -201,12 +247,18 @@ class RotationFilter(CustomLogger):  # type: ignore[misc]
                 self.book.clear(state.cleared, now)
             self.book.see_group(model, [i for i in map(deployment_id, deployments) if i is not None])
             ejected = self.book.ejected(now)
-            rest = [d for d in kept if deployment_id(d) not in ejected]
+            rest = [d for d in kept if deployment_id(d) not in ejected] or kept  # never the last
             self._report(now)
-            return rest or kept  # never the last: LiteLLM (and the rotation) decide then
         except Exception as exc:
             log.warning("gpu-watchdog outliers: filter failed (%s); not ejecting", exc)
             return kept
+        try:  # traffic follows GPU health, only on a fresh rotation file (a stale one: as LiteLLM alone)
+            if state is None or why != "ok" or not state.weights or len(rest) < 2:
+                return rest
+            return self.picker.pick(model, rest, state.weights)
+        except Exception as exc:
+            log.warning("gpu-watchdog rotation: health shares not applied (%s)", exc)
+            return rest
 
     async def async_filter_deployments(
         self,

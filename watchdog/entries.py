@@ -52,6 +52,7 @@ class EntryKind(StrEnum):
     ALERT = "alert"  # needs a human; fault says about what (driver-hung, gpu-reset, xid-N)
     DRIVER_RECOVERED = "driver-recovered"
     ORPHAN = "orphan"  # GPU memory held by a process of no running container
+    HEALTH_SCORE = "health-score"  # a GPU's health score moved a step (or crossed the eviction threshold)
     # the router
     CAPACITY = "capacity"  # the capacity plan changed
     ROTATION_IN = "rotation-in"
@@ -62,6 +63,7 @@ class EntryKind(StrEnum):
     PROXY_UP = "proxy-up"
     PROXY_DOWN = "proxy-down"
     ROUTER_REPORT = "router-report"  # the proxy's outlier report of a failure streak (its evidence), once per streak
+    REPLICA_FLOOR = "replica-floor"  # a deployment that should be out is kept in: its group is at its floor
     ROUTER_CLEARED = "router-cleared"  # a reported deployment answered its probe: a false alarm, ejection ended
     # memory limits
     MEMORY_LIMIT = "memory-limit"  # report mode (and dry run): limits differ from the plan; fault = LimitKind

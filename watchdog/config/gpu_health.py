@@ -32,7 +32,7 @@ def parse_health(path: str, value: Any) -> HealthConfig:
     values: dict[str, Any] = {}
     for key, item in data.items():
         where = f"{path}.{key}"
-        if key == "enabled":
+        if key in ("enabled", "traffic"):
             values[key] = _bool(where, item)
         elif key in ("xid_window", "rate_window"):
             values[key] = _positive_seconds(where, item)
@@ -40,13 +40,21 @@ def parse_health(path: str, value: Any) -> HealthConfig:
             values[key] = _number(where, item, 0.0, 1.0)
         elif key in _HALVES:
             values[key] = _number(where, item, 0.001, 1e9)
+        elif key in ("evict_below", "readmit_above"):
+            values[key] = _number(where, item, 0.0, 1.0)
         elif key == "temperature_margin":
             values[key] = _number(where, item, 0.0, 100.0)
         elif key == "xid_factors":
             values[key] = _table(where, item, DEFAULT_XID_FACTORS, XID_CLASSES)
         elif key == "clock_event_factors":
             values[key] = _table(where, item, DEFAULT_CLOCK_EVENT_FACTORS, tuple(CLOCK_EVENT_REASONS.values()))
-    return replace(HealthConfig(), **values)
+    health = replace(HealthConfig(), **values)
+    if health.readmit_above < health.evict_below:
+        raise ConfigError(
+            f"config: {path}.readmit_above ({health.readmit_above:g}) is below {path}.evict_below "
+            f"({health.evict_below:g}); set it to evict_below or more"
+        )
+    return health
 
 
 def _table(path: str, value: Any, defaults: Mapping[str, float], names: tuple[str, ...]) -> Mapping[str, float]:

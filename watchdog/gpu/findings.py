@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from watchdog.gpu.health_score import HealthScore
 from watchdog.gpu.marks import GpuMark
 from watchdog.gpu.vram import VramView
 
@@ -20,3 +21,5 @@ class GpuFindings:
     busy: set[str] = field(default_factory=set)  # container IDs a GPU reset has stopped
     marks: Mapping[str, GpuMark] = field(default_factory=dict)  # the GPU marks in force this cycle
     view: dict[str, Any] = field(default_factory=dict)  # for status
+    scores: Mapping[str, HealthScore] = field(default_factory=dict)  # GPU key -> score; empty: not judged now
+    assigned: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # container ID -> its GPU keys

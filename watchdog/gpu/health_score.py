@@ -61,6 +61,9 @@ class HealthConfig:
     slowdown_factor: float = 0.5  # at the slowdown threshold; linear to 0 at shutdown
     clock_event_factors: Mapping[str, float] = field(default_factory=lambda: DEFAULT_CLOCK_EVENT_FACTORS)
     pcie_replay_half_rate: float = 10.0  # PCIe replays per minute that give 0.5
+    traffic: bool = True  # a deployment's share of its group's requests follows its GPU's score
+    evict_below: float = 0.1  # a score under this gets no traffic (within the group's replica floor)
+    readmit_above: float = 0.15  # an evicted GPU's deployments come back at this score or better
 
 
 @dataclass(frozen=True)

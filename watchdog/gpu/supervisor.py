@@ -204,7 +204,8 @@ class GpuSupervisor:
         threshold = self.config.gpu.zero_vram_threshold
         vram = vram_views(containers, gpus, self.assignments, pid_owners, threshold, unusable=unusable(self.marks))
         view = self._status_view(reading, containers, vram, self._orphan_rows)
-        return GpuFindings(vram=vram, xids=dict(self.xids.requests), view=view)
+        assigned = {cid: a.uuids for cid, a in self.assignments.items()}
+        return GpuFindings(vram=vram, xids=dict(self.xids.requests), view=view, scores=self._scores, assigned=assigned)
 
     def _score(self, reading: GpuReading) -> dict[str, HealthScore]:
         """Each GPU's health score at this reading, over the earlier ones; the reading joins the history."""

@@ -267,6 +267,11 @@ def render_router(router: dict[str, Any] | None) -> list[str]:
             f"proxy {proxy}"
         )
         lines.extend(f"  out: {ident}: {entry.get('reason')}" for ident, entry in sorted(out.items()))
+        lines.extend(
+            f"  share: {ident}: {entry['share']:.2f} of its weight ({entry.get('health')})"
+            for ident, entry in sorted(rotation.items())
+            if entry.get("in") and (entry.get("share") if entry.get("share") is not None else 1) < 1
+        )
         lines.extend(render_outliers(litellm.get("outliers") or {}))
         lines.extend(f"  problem: {problem}" for problem in litellm.get("problems") or [])
     return lines

@@ -1,6 +1,7 @@
 """The router and capacity: traffic goes only where a healthy model is, within what the host can carry.
 
 Pure: `capacity` (the capacity planner: what the fleet can carry and the limits that follow),
+`health_weights` (each deployment's share of traffic from its GPUs' health scores, evictions within the floor),
 `litellm_config` (the LiteLLM config and rotation, rendered from the fleet and the plan),
 `wanted_config` (what the proxy's config lists: one decision for the daemon and `litellm render`),
 `router_feedback` (the proxy's outlier reports judged: router suspects, false alarms to clear),
@@ -16,4 +17,11 @@ thread), `feedback_watch` (router suspects for the serving watch, clears for the
 """
 
 # The modules here that do no I/O and read no clock (checked by tests/unit/test_purity.py).
-PURE_MODULES: tuple[str, ...] = ("capacity", "litellm_config", "memory_limit_plan", "router_feedback", "wanted_config")
+PURE_MODULES: tuple[str, ...] = (
+    "capacity",
+    "health_weights",
+    "litellm_config",
+    "memory_limit_plan",
+    "router_feedback",
+    "wanted_config",
+)

@@ -21,6 +21,7 @@ from watchdog.files import write_atomic
 from watchdog.journal import Journal
 from watchdog.model import ContainerState, Decision, Diagnosis, ProbeStatus, Verdict
 from watchdog.router.config_writer import config_out_path
+from watchdog.router.health_weights import Candidate, health_shares
 from watchdog.router.litellm_config import ROTATION_FILE, RotationEntry, RouterDeployment, rotation, rotation_document
 from watchdog.router.problems import Problems
 from watchdog.router.router_feedback import outlier_settings
@@ -60,6 +61,9 @@ class RotationWriter:
         self._names: dict[str, str] = {}  # deployment id -> container name
         self._written: tuple[str, float] | None = None  # (rotation without its time, when written)
         self.view: dict[str, dict[str, Any]] = {}  # deployment id -> container, in, reason (for status)
+        self.evicted: set[str] = set()  # deployment ids out for their GPU's health (hysteresis)
+        self.floor = 1  # serving replicas a model group keeps through a health eviction
+        self.health: dict[str, str] = {}  # deployment id -> why its share is under 1 (for status)
 
     def apply_config(self, config: Config) -> None:
         self.config = config
@@ -71,8 +75,9 @@ class RotationWriter:
     def write(self, deployments: Sequence[RouterDeployment], view: CycleView, loaded: set[str], now: float) -> None:
         """`loaded`: the deployment ids the proxy may still have loaded (removed ones stay denied until it reloads)."""
         self._names.update({d.id: d.container for d in deployments})
-        entries = self._entries(deployments, view, loaded)
+        entries, weights = self._follow_health(self._entries(deployments, view, loaded), view)
         document = rotation_document(entries, now, self.config.litellm.stale_after, self.config.litellm.all_down)
+        document["weights"] = weights
         document["outlier"] = outlier_settings(self.config.litellm)
         document["cleared"] = dict(sorted(self.cleared().items()))
         try:
@@ -87,7 +92,58 @@ class RotationWriter:
             )
         self._say_changes(entries, now)
         self._rotation = {e.id: e.in_rotation for e in entries}
-        self.view = {e.id: {"container": e.container, "in": e.in_rotation, "reason": e.reason} for e in entries}
+        self.view = {
+            e.id: {
+                "container": e.container,
+                "in": e.in_rotation,
+                "reason": e.reason,
+                "share": weights.get(e.id, 1.0),
+                "health": self.health.get(e.id),
+            }
+            for e in entries
+        }
+
+    def _follow_health(
+        self, entries: list[RotationEntry], view: CycleView
+    ) -> tuple[list[RotationEntry], dict[str, float]]:
+        """Entries with the health evictions applied, and the share factor (< 1 only) of each one in rotation."""
+        health = self.config.gpu.health
+        if not (health.enabled and health.traffic) or not view.gpu.scores:
+            self.evicted, self.health = set(), {}  # no verdict now (off, no reading): routed as before
+            return entries, {}
+        ids = {c.name: c.id for c in view.containers}
+        candidates = [
+            Candidate(e.id, e.container, e.model, view.gpu.assigned.get(ids.get(e.container, ""), ()))
+            for e in entries
+            if e.in_rotation
+        ]
+        shares = health_shares(
+            candidates,
+            view.gpu.scores,
+            evict_below=health.evict_below,
+            readmit_above=health.readmit_above,
+            floor=self.floor,
+            evicted_before=self.evicted,
+        )
+        self.evicted = {i for i, share in shares.items() if share.evicted}
+        self.health = {i: share.reason for i, share in shares.items()}
+        for entry in entries:
+            if entry.id in shares and shares[entry.id].kept:
+                self.problems.say(
+                    f"floor:{entry.id}",
+                    f"{entry.container}: its GPU's health is under gpu.health.evict_below, but it stays in "
+                    f"rotation: model group {entry.model} is at its floor of {self.floor} serving replica(s)",
+                    level="WARNING",
+                    journal_kind=EntryKind.REPLICA_FLOOR,
+                )
+            else:
+                self.problems.clear(f"floor:{entry.id}")
+        out = [
+            RotationEntry(e.id, e.container, e.model, False, shares[e.id].reason) if e.id in self.evicted else e
+            for e in entries
+        ]
+        weights = {i: share.factor for i, share in sorted(shares.items()) if not share.evicted}
+        return out, weights
 
     def _entries(
         self, deployments: Sequence[RouterDeployment], view: CycleView, loaded: set[str]
