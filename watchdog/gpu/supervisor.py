@@ -34,6 +34,7 @@ from watchdog.gpu.orphan_watch import OrphanWatch
 from watchdog.gpu.pid_map import owners, sees_host_pids
 from watchdog.gpu.readings import GpuHealth, GpuReading, GpuSnapshot, NvmlState
 from watchdog.gpu.reset import GpuReset
+from watchdog.gpu.score_journal import ScoreJournal
 from watchdog.gpu.status_view import status_view
 from watchdog.gpu.vram import VramView, vram_views
 from watchdog.gpu.xid_responder import XidResponder
@@ -73,6 +74,7 @@ class GpuSupervisor:
         self._orphan_rows: list[dict[str, Any]] = []
         self._readings: deque[GpuReading] = deque(maxlen=READINGS_MAX)  # earlier readings: the base of rates
         self._scores: dict[str, HealthScore] = {}  # GPU key -> its health score, from the latest reading
+        self.score_journal = ScoreJournal(services.journal)  # a score that moved, for the report
 
     # -- what the others share ------------------------------------------------
 
@@ -224,6 +226,7 @@ class GpuSupervisor:
             )
             for gpu in reading.gpus
         }
+        self.score_journal.see(scores, health.evict_below, reading.at)
         self._readings.append(reading)
         while self._readings and self._readings[0].at < reading.at - health.rate_window:
             self._readings.popleft()

@@ -35,6 +35,7 @@ MARK_STYLE: dict[str, tuple[str, str, str, str]] = {
     "dry-run": ("#ffffff", "#1f77b4", "triangle-down", "dry run (would restart)"),
     "give-up": ("#111111", "#ffffff", "square", "gave up (crash-loop breaker)"),
     "xid": ("#9467bd", "#9467bd", "diamond", "Xid error"),
+    "health": ("#bcbd22", "#bcbd22", "circle", "GPU health score moved"),
     "gpu-mark": ("#ff7f0e", "#ff7f0e", "square", "GPU quarantined / drained"),
     "gpu-reset": ("#17becf", "#17becf", "circle", "GPU reset / released"),
     "alert": ("#e377c2", "#e377c2", "triangle-up", "alert"),
@@ -45,6 +46,7 @@ ON_BAR = frozenset({"give-up"})  # the breaker trips during the episode: its mar
 DRAW_ORDER = {
     "gpu-mark": 0,
     "gpu-reset": 0,
+    "health": 0,
     "driver": 0,
     "engine": 0,
     "alert": 1,

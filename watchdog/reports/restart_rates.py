@@ -55,6 +55,8 @@ class Row:
     availability_pct: float | None = None
     breaker_trips: int = 0
     gpus: list[str] = field(default_factory=list)
+    health_low: float | None = None  # a GPU's lowest health score in the window (journaled when it moved)
+    health_last: float | None = None  # and its score at the window's end
 
 
 @dataclass(frozen=True)
@@ -158,17 +160,44 @@ def build(
             )
         )
     gpu_rows = []
-    for gpu in sorted({g for r in rows for g in r.gpus}, key=gpu_order):
+    pinned = {g for r in rows for g in r.gpus}
+    health = gpu_health(entries, window, pinned)
+    for gpu in sorted(pinned | set(health), key=gpu_order):
         members = [r.name for r in rows if gpu in r.gpus]
         mine = [a for name in members for a in restarts_of[name]]
         events = [e for name in members for e in events_of[name]]
-        gpu_rows.append(_row(gpu, mine, events, window, threshold=threshold, down=None, gpus=[]))
+        row = _row(gpu, mine, events, window, threshold=threshold, down=None, gpus=[])
+        row.health_low, row.health_last = health.get(gpu, (None, None))
+        gpu_rows.append(row)
     fleet = _row(
         "fleet", restarts, [e for e in in_window if e.get("container")], window, threshold=threshold, down=None, gpus=[]
     )
     if rows:
         fleet.availability_pct = round(sum(r.availability_pct or 0.0 for r in rows) / len(rows), 3)
     return Report(window, threshold, rows, gpu_rows, fleet)
+
+
+def gpu_health(
+    entries: Iterable[Mapping[str, Any]], window: Window, pinned: set[str]
+) -> dict[str, tuple[float, float]]:
+    """GPU ref -> (lowest, last) health score in the window, from the journaled score moves.
+
+    A GPU is named as the containers name it (`pinned`: its index or its UUID), else by its index.
+    The score in force when the window opens (the last move before it) counts as its first value.
+    """
+    scores: dict[str, list[float]] = {}
+    for entry in sorted((e for e in entries if e["kind"] == EntryKind.HEALTH_SCORE), key=lambda e: e["ts"]):
+        detail = entry.get("detail") or {}
+        if entry["ts"] > window.end or "score" not in detail:
+            continue
+        uuid, index = str(detail.get("uuid") or ""), str(detail.get("index"))
+        ref = uuid if uuid in pinned and index not in pinned else index
+        values = scores.setdefault(ref, [])
+        if entry["ts"] < window.start:
+            values[:] = [float(detail["score"])]  # the level when the window opens
+        else:
+            values.append(float(detail["score"]))
+    return {ref: (min(values), values[-1]) for ref, values in scores.items() if values}
 
 
 def gpu_order(ref: str) -> tuple[int, str]:
@@ -211,7 +240,18 @@ def _round(value: float | None) -> float | None:
 
 # -- rendering --------------------------------------------------------------------
 
-COLUMNS = ("name", "restarts", "per h", "peak/h", "causes", "faults", "recover p50/p95 s", "avail %", "gave up")
+COLUMNS = (
+    "name",
+    "restarts",
+    "per h",
+    "peak/h",
+    "causes",
+    "faults",
+    "recover p50/p95 s",
+    "avail %",
+    "gave up",
+    "health low/last",
+)
 
 
 def cells(row: Row) -> list[str]:
@@ -230,6 +270,7 @@ def cells(row: Row) -> list[str]:
         f"{p50}/{p95}",
         avail,
         str(row.breaker_trips),
+        "-" if row.health_low is None else f"{row.health_low:.2f}/{row.health_last:.2f}",
     ]
 
 

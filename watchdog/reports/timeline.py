@@ -1,7 +1,7 @@
 """What happened when, per container, per GPU and on the host: the data behind the HTML report's chart. Pure.
 
 A lane holds fault episodes (detected -> recovered/cleared, or still open at the window's
-end) and point marks (restarts, dry runs, breaker trips, Xids, GPU marks, alerts). GPU lanes
+end) and point marks (restarts, dry runs, breaker trips, Xids, GPU health scores, GPU marks, alerts). GPU lanes
 carry the episodes and restarts of the containers pinned to them, plus what the GPU
 supervisor journaled about the GPU itself; the host lane carries driver and engine events.
 """
@@ -39,7 +39,7 @@ class Episode:
 @dataclass(frozen=True)
 class Mark:
     ts: float
-    kind: str  # restart | dry-run | give-up | xid | gpu-mark | gpu-reset | alert | engine | driver
+    kind: str  # restart | dry-run | give-up | xid | health | gpu-mark | gpu-reset | alert | engine | driver
     label: str
 
 
@@ -140,6 +140,8 @@ def _episodes(ordered: Sequence[Mapping[str, Any]], window: Window) -> list[Epis
 def _gpu_mark_kind(kind: str) -> str:
     if kind == EntryKind.XID:
         return "xid"
+    if kind == EntryKind.HEALTH_SCORE:
+        return "health"
     if kind in (EntryKind.GPU_RESET, EntryKind.GPU_RESET_OK, EntryKind.GPU_RELEASED):
         return "gpu-reset"
     if kind == EntryKind.ALERT:
