@@ -4,7 +4,7 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 export COMPOSE_BAKE := false
 
-.PHONY: help demo demo-down venv fake-nvml engine llama-server-start llama-server images litellm-proxy promtool chromium haproxy lint unit integration test test-real-gpu run bench clean
+.PHONY: help demo demo-down venv fake-nvml engine llama-server-start llama-server images litellm-proxy promtool chromium haproxy redis lint unit integration test test-real-gpu run bench clean
 
 help:
 	@echo "make demo   - a simulated 8-GPU fleet, the real LiteLLM proxy and the watchdog, then chaos (no GPU needed)"
@@ -60,6 +60,10 @@ haproxy:
 litellm-proxy:
 	bash scripts/ensure-litellm.sh
 
+# redis-server holds the shared router view of several hosts in its tests (Debian's package; no service).
+redis:
+	bash scripts/ensure-redis.sh
+
 lint: venv
 	$(VENV)/bin/ruff check watchdog tests bench compose litellm scripts
 	$(VENV)/bin/ruff format --check watchdog tests bench compose litellm scripts
@@ -68,11 +72,11 @@ lint: venv
 unit: venv fake-nvml promtool chromium
 	$(VENV)/bin/pytest tests/unit -q -m "not real_gpu"
 
-integration: venv llama-server-start fake-nvml engine litellm-proxy promtool chromium haproxy llama-server images
+integration: venv llama-server-start fake-nvml engine litellm-proxy promtool chromium haproxy redis llama-server images
 	$(VENV)/bin/pytest tests/integration tests/test_packaging.py
 
 # Tests marked real_gpu need an NVIDIA GPU; CI has none, so they are deselected here (see test-real-gpu).
-test: venv llama-server-start fake-nvml engine litellm-proxy promtool chromium haproxy lint llama-server images
+test: venv llama-server-start fake-nvml engine litellm-proxy promtool chromium haproxy redis lint llama-server images
 	$(VENV)/bin/pytest tests -m "not real_gpu"
 
 test-real-gpu: venv

@@ -39,9 +39,11 @@ from pathlib import Path
 from typing import Any
 
 try:
+    import gpu_watchdog_cluster as cluster_view
     import gpu_watchdog_outliers as outliers
 except ImportError:  # loaded by path (LiteLLM from the config's directory, the unit tests)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import gpu_watchdog_cluster as cluster_view
     import gpu_watchdog_outliers as outliers
 
 try:
@@ -193,9 +195,10 @@ class RotationFilter(CustomLogger):  # type: ignore[misc]
 
     REPORT_EVERY = 1.0  # s; at most one report write a second
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, cluster: cluster_view.ClusterView | None = None) -> None:
         super().__init__()
         self.path = path
+        self.cluster = cluster  # several hosts: the fleet's view from Redis instead of the file
         self._key: tuple[int, int, int] | None = None
         self._state: RotationState | None = None
         self._why = "not read yet"
@@ -207,6 +210,8 @@ class RotationFilter(CustomLogger):  # type: ignore[misc]
         self._report_error = ""
 
     def _load(self) -> RotationState | None:
+        if self.cluster is not None:
+            return self._load_cluster(self.cluster)
         path = self.path or rotation_path()
         try:
             stat = path.stat()
@@ -219,6 +224,19 @@ class RotationFilter(CustomLogger):  # type: ignore[misc]
                 self._state, self._why = parse_rotation(path.read_text(encoding="utf-8"))
             except OSError as exc:
                 self._state, self._why = None, f"{path} unreadable: {exc}"
+            self._key = key
+        return self._state
+
+    def _load_cluster(self, cluster: cluster_view.ClusterView) -> RotationState | None:
+        """The fleet's view (read by its own thread): parsed once per refresh, never a Redis call here."""
+        cluster.start()
+        text, why = cluster.text(time.time())
+        if text is None:
+            self._key, self._state, self._why = None, None, why
+            return None
+        key = (cluster.version, -1, -1)
+        if key != self._key:
+            self._state, self._why = parse_rotation(text)
             self._key = key
         return self._state
 
@@ -342,4 +360,4 @@ class RotationFilter(CustomLogger):  # type: ignore[misc]
             self._report_error = str(exc)
 
 
-rotation_filter = RotationFilter()
+rotation_filter = RotationFilter(cluster=cluster_view.ClusterView.from_env())

@@ -65,6 +65,9 @@ class EntryKind(StrEnum):
     ROUTER_REPORT = "router-report"  # the proxy's outlier report of a failure streak (its evidence), once per streak
     REPLICA_FLOOR = "replica-floor"  # a deployment that should be out is kept in: its group is at its floor
     ROUTER_CLEARED = "router-cleared"  # a reported deployment answered its probe: a false alarm, ejection ended
+    # the cluster (several hosts, one router view on Redis)
+    CLUSTER_DOWN = "cluster-down"  # the fleet's Redis does not answer: healing goes on locally
+    CLUSTER_UP = "cluster-up"  # it answers again: this host's view is published again
     # memory limits
     MEMORY_LIMIT = "memory-limit"  # report mode (and dry run): limits differ from the plan; fault = LimitKind
     MEMORY_LIMIT_APPLIED = "memory-limit-applied"

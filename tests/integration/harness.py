@@ -51,6 +51,18 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def end_process(proc: subprocess.Popen[bytes] | None, timeout: float = 5) -> None:
+    """SIGTERM a child this test started, then SIGKILL after `timeout`; a finished one is left alone."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -44,6 +44,7 @@ from tests.integration.harness import (
     STANDIN_IMAGE,
     Daemon,
     Fleet,
+    end_process,
     free_port,
     ok_restarts,
     started_at,
@@ -199,13 +200,7 @@ class SocketProxy:
         return {**(base or {}), "DOCKER_HOST": self.docker_host}
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        end_process(self.proc)
         self._log.close()
 
 

@@ -15,6 +15,7 @@ from watchdog import __version__
 from watchdog.cli.context import EXIT_RUNTIME, EXIT_USAGE, Context, fail
 from watchdog.cli.daemon import run_command, start_daemon
 from watchdog.cli.fleet import doctor, healthcheck, plan_command, reset, status
+from watchdog.cli.fleet_cluster import fleet_group
 from watchdog.cli.gpu import gpu
 from watchdog.cli.litellm import litellm
 from watchdog.cli.notify import notify_command
@@ -110,7 +111,9 @@ def cli(
         click.echo(ctx.get_help())
 
 
-for command in (run_command, status, reset, plan_command, report, healthcheck, doctor, litellm, gpu, notify_command):
+for command in (
+    run_command, status, reset, plan_command, report, healthcheck, doctor, litellm, gpu, notify_command, fleet_group
+):  # fmt: skip
     cli.add_command(command)
 
 

@@ -66,4 +66,4 @@ __all__ = [
 
 # The modules here that do no I/O and read no clock (checked by tests/unit/test_purity.py);
 # `load` reads the file, so it is not one of them.
-PURE_MODULES: tuple[str, ...] = ("model", "fields", "parse", "notify", "gpu_health")
+PURE_MODULES: tuple[str, ...] = ("model", "fields", "parse", "notify", "gpu_health", "cluster")

@@ -112,6 +112,25 @@ class ServingConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Where the fleet's shared view lives, and this host's name in it."""
+
+    redis_url: str | None = None  # redis://HOST:PORT/DB or rediss:// (TLS); None: single host, the rotation file
+    host: str | None = None  # this host's name in the fleet; None: its host name
+    key_prefix: str = "gpu-watchdog"  # one per fleet: keys are PREFIX:host:NAME and PREFIX:hosts
+    ttl: float | None = None  # s a host's published view lives without a refresh; None: 3 x poll_interval
+    password_env: str = "GPU_WATCHDOG_REDIS_PASSWORD"  # the environment variable with the password (if any)
+    username_env: str = "GPU_WATCHDOG_REDIS_USERNAME"  # the ACL user's, likewise
+
+    @property
+    def enabled(self) -> bool:
+        return self.redis_url is not None
+
+    def ttl_for(self, poll_interval: float) -> float:
+        return self.ttl if self.ttl is not None else 3 * poll_interval
+
+
+@dataclass(frozen=True)
 class NotifyTarget:
     """One place notifications go. `url` and header values are secrets: never in a repr, a log or an error."""
 
@@ -167,6 +186,7 @@ class Config:
     http: str = "127.0.0.1:9108"  # /metrics, /healthz, /status; "off" disables it
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)  # several hosts, one router view (Redis)
 
     def resolved_state_dir(self, env: Mapping[str, str] | None = None) -> Path:
         """state_dir, else $XDG_STATE_HOME/gpu-watchdog, else ~/.local/state/gpu-watchdog."""

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import fields, replace
 from typing import Any
 
+from watchdog.config.cluster import parse_cluster
 from watchdog.config.fields import (
     _bool,
     _check_keys,
@@ -98,6 +99,13 @@ def parse_config(data: Mapping[str, Any] | None, env: Mapping[str, str] | None =
         elif key == "notify":
             values[key] = _parse_notify(_section("notify", value), os.environ if env is None else env, secrets)
     config = replace(base, **values)
+    if "cluster" in data:  # after the loop: its checks read poll_interval
+        config = replace(config, cluster=parse_cluster(data["cluster"], config.poll_interval))
+        if config.cluster.enabled and not config.litellm.enabled:
+            raise ConfigError(
+                "config: cluster.redis_url is set but litellm.enabled is false: the cluster publishes this host's "
+                "rotation; set litellm.enabled: true (no local proxy is needed)"
+            )
     if config.probe_timeout > config.poll_interval * 4:
         raise ConfigError(
             f"config: probe_timeout={config.probe_timeout} is over 4x poll_interval={config.poll_interval}; "

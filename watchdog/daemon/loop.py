@@ -314,6 +314,6 @@ class Watchdog:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.memory_limits.stop()
         self.serving.stop()
-        self.router.feedback.stop()
+        self.router.stop()
         self.prober.close()
         self.gpu.stop()

@@ -17,6 +17,7 @@ from typing import Any
 
 from loguru import logger
 
+from watchdog.cluster.publisher import ClusterPublisher
 from watchdog.config import Config
 from watchdog.containers.host import mem_total
 from watchdog.model import NoteKind
@@ -46,12 +47,18 @@ class RouterSync:
         self.feedback = RouterFeedback(config, services, lambda: self.rotation.path.parent)
         self.rotation = RotationWriter(config, services.journal, self.problems, lambda: self.feedback.cleared)
         self.proxy = ProxySync(config, services, self.problems)
+        self.cluster = ClusterPublisher(config, services)
         self.errors = 0
 
     def apply_config(self, config: Config) -> None:
         self.config = config
-        for part in (self.config_writer, self.rotation, self.proxy, self.feedback):
+        for part in (self.config_writer, self.rotation, self.proxy, self.feedback, self.cluster):
             part.apply_config(config)
+
+    def stop(self) -> None:
+        """The threads: the proxy's reports reader and the cluster publisher."""
+        self.feedback.stop()
+        self.cluster.stop()
 
     @property
     def plan(self) -> CapacityPlan | None:
@@ -95,6 +102,7 @@ class RouterSync:
                     self.proxy.config_written({d.id for d in wanted.deployments})
                 self.proxy.sync(deployment_set(wanted.deployments), written, now)
             self.proxy.watch(view.histories.get(PROXY_TARGET), now)
+            self.cluster.offer(self.rotation.view, wanted.deployments, view.gpu.view.get("gpus") or [])
         except Exception as exc:  # logged and counted; the next cycle tries again
             self.errors += 1
             logger.exception("router sync failed ({} so far): {}", self.errors, exc)
@@ -117,4 +125,5 @@ class RouterSync:
                 "restarting_proxy": self.proxy.restart is not None,
                 "problems": self.problems.messages(),
             },
+            "cluster": self.cluster.view(),
         }
