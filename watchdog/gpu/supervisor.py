@@ -34,6 +34,7 @@ from watchdog.gpu.orphan_watch import OrphanWatch
 from watchdog.gpu.pid_map import owners, sees_host_pids
 from watchdog.gpu.readings import GpuHealth, GpuReading, GpuSnapshot, NvmlState
 from watchdog.gpu.reset import GpuReset
+from watchdog.gpu.return_watch import ReturnWatch
 from watchdog.gpu.status_view import status_view
 from watchdog.gpu.vram import VramView, vram_views
 from watchdog.gpu.xid_responder import XidResponder
@@ -67,6 +68,7 @@ class GpuSupervisor:
         self.gpu_reset = GpuReset(config, services, self.book)
         self.xids = XidResponder(config, services.journal, self.book, self._start_reset)
         self.orphans = OrphanWatch(config, services.journal, services.client)
+        self.returns = ReturnWatch(config, services.journal, self.book, clock=services.clock, wake=services.wake)
         self.xid_queue = self.xids.queue  # the event thread and the kernel log feed it; the cycle drains it
         self._judged_reading: GpuReading | None = None
         self._pid_owners: dict[int, str] | None = None
@@ -148,6 +150,7 @@ class GpuSupervisor:
         self.xids.apply_config(config)
         self.orphans.apply_config(config)
         self.gpu_reset.apply_config(config)
+        self.returns.apply_config(config)
         if self.monitor is not None:
             self.monitor.interval = config.poll_interval
             self.monitor.threshold = config.gpu.zero_vram_threshold
@@ -174,7 +177,17 @@ class GpuSupervisor:
         # Marks hold their containers on every path, also while the driver hangs.
         result.held = held_containers(self.assignments, self.marks)
         result.busy = self.gpu_reset.busy()
+        gpus = len(self._judged_reading.gpus) if self._judged_reading is not None else 0
+        result.probation = self.returns.cycle(
+            view.containers,
+            view.histories,
+            assignments=self.assignments,
+            xids=self.xids.history,
+            gpu_count=gpus,
+            now=now,
+        )
         result.marks = dict(self.marks)
+        result.view["probation"] = self.returns.view()
         return result
 
     def _judge(self, containers: Sequence[ContainerSnapshot], now: float) -> GpuFindings:

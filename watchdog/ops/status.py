@@ -165,6 +165,7 @@ def build_status(
             "gpus": gpu_view.get("gpus", []),
             "orphans": gpu_view.get("orphans", []),
             "unresolved": gpu_view.get("unresolved", {}),
+            "probation": gpu_view.get("probation", []),
             "marks": {
                 uuid: {"condition": m.condition.value, "reason": m.reason, "since": m.since, "index": m.index}
                 for uuid, m in marks.items()
@@ -330,6 +331,13 @@ def render_gpus(gpu: dict[str, Any], now: float) -> list[str]:
         lines.append(
             f"  {uuid}: {mark['condition']} {_age(now, mark['since'])}: {mark['reason']} "
             f"({hint}, then `gpu-watchdog gpu release {uuid}`)"
+        )
+    for row in gpu.get("probation") or []:
+        name = f"GPU {row['index']}" if row.get("index") is not None else row["uuid"]
+        lines.append(
+            f"  {row['uuid']}: PROBATION {_age(now, row['since'])} after {row['after']}, window {row['window']:g} s"
+            f"{', ' + str(row['strikes']) + ' earlier failure(s)' if row['strikes'] else ''}: {row['state']}"
+            f" ({name}'s containers out of rotation until proven{'; dry-run: left in' if row.get('dry_run') else ''})"
         )
     for orphan in gpu.get("orphans") or []:
         lines.append(f"  orphaned GPU memory on GPU {orphan['index']}: PID {orphan['pid']}: {orphan['why']}")
