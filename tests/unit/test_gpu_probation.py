@@ -18,6 +18,7 @@ from watchdog.containers.diagnose import ProbeHistory
 from watchdog.entries import EntryKind
 from watchdog.gpu.assignment import GpuAssignment
 from watchdog.gpu.findings import GpuFindings
+from watchdog.gpu.health_score import ClassedXid
 from watchdog.gpu.mark_book import MarkBook
 from watchdog.gpu.marks import GpuCondition, GpuMark
 from watchdog.gpu.probation import (
@@ -34,7 +35,9 @@ from watchdog.gpu.probation import (
     trouble,
     window_for,
 )
+from watchdog.gpu.readings import GpuSnapshot
 from watchdog.gpu.return_watch import ReturnWatch
+from watchdog.gpu.xid import default_table
 from watchdog.journal import Journal
 from watchdog.model import ContainerSnapshot, ContainerSpec, ContainerState, ProbeResult, ProbeStatus, Verdict, XidEvent
 from watchdog.subsystem import CycleView
@@ -86,8 +89,9 @@ def test_a_gpu_with_no_container_is_proven_by_the_window_alone() -> None:
 
 def test_a_failure_inside_the_window_marks_it_again_with_a_doubled_capped_window() -> None:
     probation = begin(DRAINED, None, NOW, SETTINGS)
-    failed = judge(probation, containers=["a"], answered={"a": NOW}, problems=["Xid 79 on GPU 3"], now=NOW + 30)
-    assert failed.step == Step.FAILED and failed.reason == "Xid 79 on GPU 3"
+    why = "Xid 79 (quarantine) on GPU 3"
+    failed = judge(probation, containers=["a"], answered={"a": NOW}, problems=[why], now=NOW + 30)
+    assert failed.step == Step.FAILED and failed.reason == why
     mark, strikes = failed_mark(failed.probation, failed.reason, NOW + 30, SETTINGS)
     assert mark.condition == GpuCondition.DRAINED and "Xid 79" in mark.reason and "120 s" in mark.reason
     assert strikes == Strikes(1, NOW + 30)
@@ -119,7 +123,7 @@ def test_trouble_counts_what_happens_after_a_container_answered_never_before() -
             "b": (probe(NOW + 12, ProbeStatus.FAILED),),
         },
         canaries={"b": CanaryState(failures=1, detail="HTTP 500")},
-        xids=[XidEvent(NOW - 1, 48, 3, UUID), XidEvent(NOW + 1, 13, 0, "GPU-0")],
+        xids=[ClassedXid(NOW - 1, 48, "reset-gpu"), ClassedXid(NOW + 1, 45, "log")],
         config=SETTINGS,
     )
     assert quiet == []
@@ -128,10 +132,10 @@ def test_trouble_counts_what_happens_after_a_container_answered_never_before() -
         containers=[container("a", ContainerState.EXITED), restarting],
         probes={"a": (probe(NOW + 11, ProbeStatus.FAILED),)},
         canaries={"b": CanaryState(failures=2, detail="HTTP 500 after 0.01 s")},
-        xids=[XidEvent(NOW + 20, 79, 3, None)],
+        xids=[ClassedXid(NOW + 20, 79, "quarantine")],
         config=SETTINGS,
     )
-    assert found[0] == "Xid 79 on GPU 3"
+    assert found[0] == "Xid 79 (quarantine) on GPU 3"
     assert any("name-a is exited" in f for f in found) and any("name-a: probe failed" in f for f in found)
     assert any("name-b: 2 1-token completions in a row failed (HTTP 500" in f for f in found)
 
@@ -207,6 +211,12 @@ def config(*, dry_run: bool = False, window: float = 60.0) -> Config:
     return replace(Config(), gpu=gpu, dry_run=dry_run)
 
 
+def gpu_side(xids: tuple[XidEvent, ...] = ()) -> dict[str, Any]:
+    """What the GPU supervisor hands the watch: the reading's GPUs, the recent Xids and the table that classes them."""
+    gpus = tuple(GpuSnapshot(index=i, uuid=f"GPU-{i}") for i in range(4))
+    return {"gpus": gpus, "xids": list(xids), "table": default_table()}
+
+
 class Rig:
     def __init__(self, tmp_path: Path, port: int, *, dry_run: bool = False) -> None:
         self.journal = Journal.in_dir(tmp_path / "state")
@@ -218,7 +228,7 @@ class Rig:
 
     def cycle(self, now: float, xids: tuple[XidEvent, ...] = ()) -> dict[str, str]:
         assignments = {"a": GpuAssignment((UUID,))}
-        return self.watch.cycle([self.a], self.histories, assignments=assignments, xids=xids, gpu_count=4, now=now)
+        return self.watch.cycle([self.a], self.histories, assignments=assignments, **gpu_side(xids), now=now)
 
     def cycle_until(self, done: Any, now: float) -> dict[str, str]:
         deadline = time.monotonic() + 10
@@ -260,9 +270,7 @@ def test_a_probation_survives_a_watchdog_restart_through_the_journal(
     assert list(again.active) == [UUID] and "a" in again.active[UUID].answered
     view = again.view()
     assert view[0]["uuid"] == UUID and view[0]["window"] == 60
-    held = again.cycle(
-        [rig.a], rig.histories, assignments={"a": GpuAssignment((UUID,))}, xids=(), gpu_count=4, now=NOW + 30
-    )
+    held = again.cycle([rig.a], rig.histories, assignments={"a": GpuAssignment((UUID,))}, **gpu_side(), now=NOW + 30)
     assert "clean for 29 of 60 s" in held["a"]
     rig.journal.close()
 
@@ -291,8 +299,9 @@ def test_an_xid_inside_the_window_fails_the_probation(tmp_path: Path, server: tu
     rig.cycle(NOW)
     rig.book.release(UUID)
     rig.cycle_until(lambda h: "clean for" in h.get("a", ""), NOW + 1)
+    assert "a" in rig.cycle(NOW + 9, xids=(XidEvent(NOW + 8, 45, 3, UUID),)), "Xid 45 (a killed process) is logged only"
     assert rig.cycle(NOW + 10, xids=(XidEvent(NOW + 9, 31, 3, UUID),)) == {}
-    assert "Xid 31 on GPU 3" in rig.book.marks[UUID].reason
+    assert "Xid 31 (restart-container) on GPU 3" in rig.book.marks[UUID].reason
     rig.journal.close()
 
 
@@ -350,8 +359,23 @@ def test_a_release_made_while_the_daemon_was_down_starts_a_probation_at_its_star
     release_gpu(rig.journal, UUID, "`gpu-watchdog gpu release`", NOW + 5)
     started = ReturnWatch(config(), rig.journal, MarkBook(rig.journal))
     assert not started.active
-    held = started.cycle(
-        [rig.a], rig.histories, assignments={"a": GpuAssignment((UUID,))}, xids=(), gpu_count=4, now=NOW + 9
-    )
+    held = started.cycle([rig.a], rig.histories, assignments={"a": GpuAssignment((UUID,))}, **gpu_side(), now=NOW + 9)
     assert "probation: proving GPU 3 after its release" in held["a"] and list(started.active) == [UUID]
     rig.journal.close()
+
+
+def test_status_shows_a_gpu_on_probation_in_its_table_and_on_its_own_line() -> None:
+    from watchdog.gpu.probation import status_rows
+    from watchdog.ops.status import render_gpus
+
+    probation = begin(RESETTING, Strikes(1, NOW - 10), NOW, SETTINGS)
+    row = {"index": 3, "uuid": UUID, "memory_used": None, "memory_total": None, "health": "ok", "containers": ["a"]}
+    doc = {
+        "nvml": "ok",
+        "gpus": [row],
+        "probation": status_rows({UUID: probation}, {UUID: "clean for 5 of 120 s"}, dry_run=False),
+    }
+    lines = render_gpus(doc, now=NOW + 30)
+    assert "PROBATION" in next(line for line in lines if line.startswith("3 "))
+    line = next(line for line in lines if line.strip().startswith(f"{UUID}: PROBATION"))
+    assert "after its reset, window 120 s, 1 earlier failure(s): clean for 5 of 120 s" in line, line

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from watchdog.gpu.health_score import ClassedXid
 from watchdog.gpu.marks import GpuCondition, GpuMark
-from watchdog.model import ContainerSnapshot, ContainerState, ProbeResult, ProbeStatus, XidEvent
+from watchdog.gpu.xid import XidAction
+from watchdog.model import ContainerSnapshot, ContainerState, ProbeResult, ProbeStatus
 
 
 @dataclass(frozen=True)
@@ -117,15 +119,17 @@ def trouble(
     containers: Iterable[ContainerSnapshot],
     probes: Mapping[str, tuple[ProbeResult, ...]],
     canaries: Mapping[str, CanaryState],
-    xids: Iterable[XidEvent],
+    xids: Iterable[ClassedXid],
     config: ProbationConfig,
 ) -> list[str]:
-    """What fails this probation now (empty: nothing). `containers`: those on the GPU."""
+    """What fails this probation now (empty: nothing). `containers`, `xids`: those on the GPU.
+
+    An Xid the table only logs (45: a process was killed, as a restart does) is no failure.
+    """
     found = [
-        f"Xid {event.xid} on {probation.name}"
+        f"Xid {event.xid} ({event.klass}) on {probation.name}"
         for event in xids
-        if event.at >= probation.since
-        and (event.gpu_uuid == probation.uuid or (event.gpu_uuid is None and event.gpu_index == probation.index))
+        if event.at >= probation.since and event.klass != XidAction.LOG.value
     ]
     for container in containers:
         canary = canaries.get(container.id, CanaryState())

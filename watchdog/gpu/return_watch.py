@@ -24,7 +24,8 @@ from loguru import logger
 
 from watchdog.config import Config
 from watchdog.entries import EntryKind
-from watchdog.gpu.assignment import GpuAssignment, containers_on
+from watchdog.gpu.assignment import GpuAssignment, containers_on, gpu_key
+from watchdog.gpu.health_score import classed_xids
 from watchdog.gpu.mark_book import MarkBook
 from watchdog.gpu.marks import GpuMark, mark_or_alert
 from watchdog.gpu.probation import (
@@ -49,6 +50,8 @@ from watchdog.serving.watch import metrics_url
 
 if TYPE_CHECKING:
     from watchdog.containers.diagnose import ProbeHistory
+    from watchdog.gpu.readings import GpuSnapshot
+    from watchdog.gpu.xid import XidTable
     from watchdog.journal import Journal
 
 META_KEY = "gpu-probation"
@@ -114,12 +117,17 @@ class ReturnWatch:
         histories: Mapping[str, ProbeHistory],
         *,
         assignments: Mapping[str, GpuAssignment],
-        xids: Iterable[XidEvent],
-        gpu_count: int,
+        gpus: Sequence[GpuSnapshot],
+        xids: Sequence[XidEvent],
+        table: XidTable,
         now: float,
     ) -> dict[str, str]:
-        """Container ID -> why it is out of rotation (its GPU is on probation); empty in dry-run."""
-        self._gpu_count = gpu_count
+        """Container ID -> why it is out of rotation (its GPU is on probation); empty in dry-run.
+
+        `gpus`: the latest reading's; `xids`: the recent Xids, classed by `table`.
+        """
+        self._gpu_count = len(gpus)
+        by_key = {gpu_key(gpu): gpu for gpu in gpus}
         settings = self.config.gpu.probation
         marks = self.book.marks
         if settings.enabled:
@@ -129,7 +137,6 @@ class ReturnWatch:
             why = f"marked again: {marks[uuid].reason}" if uuid in marks else "probation turned off (gpu.probation)"
             self._end(uuid, Step.FAILED if uuid in marks else Step.PROVEN, why, now, mark=False)
         by_id = {c.id: c for c in containers}
-        events = list(xids)
         held: dict[str, str] = {}
         for uuid, probation in list(self.active.items()):
             on_gpu = [by_id[cid] for cid in containers_on(uuid, assignments) if cid in by_id]
@@ -142,7 +149,7 @@ class ReturnWatch:
                 containers=on_gpu,
                 probes={cid: h.results for cid, h in histories.items()},
                 canaries=canaries,
-                xids=events,
+                xids=classed_xids(by_key[uuid], xids, table) if uuid in by_key else (),
                 config=settings,
             )
             judgement = judge(

@@ -177,14 +177,10 @@ class GpuSupervisor:
         # Marks hold their containers on every path, also while the driver hangs.
         result.held = held_containers(self.assignments, self.marks)
         result.busy = self.gpu_reset.busy()
-        gpus = len(self._judged_reading.gpus) if self._judged_reading is not None else 0
+        gpus = self._judged_reading.gpus if self._judged_reading is not None else ()
+        xids, table = list(self.xids.history), self.xids.table
         result.probation = self.returns.cycle(
-            view.containers,
-            view.histories,
-            assignments=self.assignments,
-            xids=self.xids.history,
-            gpu_count=gpus,
-            now=now,
+            view.containers, view.histories, assignments=self.assignments, gpus=gpus, xids=xids, table=table, now=now
         )
         result.marks = dict(self.marks)
         result.view["probation"] = self.returns.view()

@@ -300,6 +300,7 @@ def render_gpus(gpu: dict[str, Any], now: float) -> list[str]:
     lines = [f"GPUs: NVML {gpu.get('nvml', 'unknown')}" + (f" ({gpu['detail']})" if gpu.get("detail") else "")]
     marks: dict[str, Any] = gpu.get("marks") or {}
     rows: list[dict[str, Any]] = gpu.get("gpus") or []
+    on_probation = {p["uuid"] for p in gpu.get("probation") or []}
     if rows:
         table: list[tuple[str, ...]] = [
             ("IDX", "UUID", "MEMORY MiB", "TEMP", "THROTTLE", "HEALTH", "SCORE", "MARK", "CONTAINERS")
@@ -316,7 +317,7 @@ def render_gpus(gpu: dict[str, Any], now: float) -> list[str]:
                     "n/a" if throttle is None else ",".join(t for t in throttle if t != "gpu-idle") or "-",
                     row["health"],
                     "-" if not row.get("health_score") else f"{row['health_score']['score']:.2f}",
-                    mark["condition"].upper() if mark else "-",
+                    mark["condition"].upper() if mark else "PROBATION" if row["uuid"] in on_probation else "-",
                     ",".join(row.get("containers") or []) or "-",
                 )
             )
