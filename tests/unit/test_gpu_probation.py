@@ -250,10 +250,10 @@ def test_a_released_gpu_is_held_out_until_its_canary_answers_and_its_window_pass
     rig.book.release(UUID)
     held = rig.cycle(NOW + 1)
     assert "probation: proving GPU 3 after its release" in held["a"]
-    held = rig.cycle_until(lambda h: "clean for" in h.get("a", ""), NOW + 2)
+    held = rig.cycle_until(lambda h: "clean for" in h.get("a", ""), NOW + 1)  # the window starts at its answer
     assert "clean for 0 of 60 s" in held["a"], held
-    assert rig.cycle(NOW + 61) == {"a": held["a"].replace("0 of 60", "59 of 60")}
-    assert rig.cycle(NOW + 62) == {} and not rig.watch.active
+    assert rig.cycle(NOW + 60) == {"a": held["a"].replace("0 of 60", "59 of 60")}
+    assert rig.cycle(NOW + 61) == {} and not rig.watch.active
     assert rig.kinds() == [EntryKind.GPU_PROBATION, EntryKind.GPU_PROVEN]
     assert not rig.book.marks
     rig.journal.close()
@@ -379,3 +379,23 @@ def test_status_shows_a_gpu_on_probation_in_its_table_and_on_its_own_line() -> N
     assert "PROBATION" in next(line for line in lines if line.startswith("3 "))
     line = next(line for line in lines if line.strip().startswith(f"{UUID}: PROBATION"))
     assert "after its reset, window 120 s, 1 earlier failure(s): clean for 5 of 120 s" in line, line
+
+
+def test_metrics_show_a_gpu_on_probation_as_marked_with_condition_probation() -> None:
+    from watchdog.gpu.probation import status_rows
+    from watchdog.model import Diagnosis
+    from watchdog.ops.metrics import Metrics
+
+    metrics = Metrics("host-a")
+    row = {"index": 3, "uuid": UUID, "name": "P106-100", "health": "ok"}
+    view = {
+        "nvml": "ok",
+        "gpus": [row],
+        "probation": status_rows({UUID: begin(DRAINED, None, NOW, SETTINGS)}, {}, dry_run=False),
+    }
+    metrics.observe([], Diagnosis(), [], view, {}, engine_up=True)
+    text = metrics.exposition().decode()
+    assert (
+        'gpu_watchdog_gpu_marked{Hostname="host-a",UUID="GPU-3",condition="probation",gpu="3",modelName="P106-100"} 1.0'
+        in text
+    ), text
