@@ -22,10 +22,11 @@ from tests.integration.test_litellm import TEMPLATE, rotation
 pytestmark = pytest.mark.engine
 
 WINDOW = 4  # s: short, so the test waits little; the outcome, not the time, is asserted
+LONG_WINDOW = 20  # s: long enough to restart the daemon and read status inside it, even on a loaded machine
 
 
 def probation_daemon(
-    daemons: list[Daemon], tmp_path: Path, prefix: str, fake: FakeNvml, **gpu: Any
+    daemons: list[Daemon], tmp_path: Path, prefix: str, fake: FakeNvml, window: float = WINDOW, **gpu: Any
 ) -> tuple[Daemon, Path]:
     out = tmp_path / "litellm" / "config.yaml"
     daemon = new_daemon(
@@ -33,20 +34,20 @@ def probation_daemon(
         tmp_path,
         prefix,
         env=environment(fake.scenario_file),
-        gpu={**GPU_FAST, "probation": {"window": WINDOW, "canary_interval": 0.5, "canary_timeout": 3}, **gpu},
+        gpu={**GPU_FAST, "probation": {"window": window, "canary_interval": 0.5, "canary_timeout": 3}, **gpu},
         litellm={"enabled": True, "template": str(TEMPLATE), "out": str(out), "stale_after": 5},
     )
     return daemon, out.parent / "rotation.json"
 
 
 def quarantined_gpu_1(
-    fleet: Fleet, daemons: list[Daemon], tmp_path: Path, prefix: str, fake: FakeNvml
+    fleet: Fleet, daemons: list[Daemon], tmp_path: Path, prefix: str, fake: FakeNvml, window: float = WINDOW
 ) -> tuple[Daemon, Path, str]:
     """Container b serving on GPU 1, which falls off the bus, is quarantined (b out of rotation), then "rebooted"."""
     fake.write(scenario({0: 4000, 1: 4000}))
     fleet.start("b", gpu="1", role="chat", model="qwen", host_port=free_port(), start_period="2")
     fleet.wait_ready("b")
-    daemon, rotation_file = probation_daemon(daemons, tmp_path, prefix, fake)
+    daemon, rotation_file = probation_daemon(daemons, tmp_path, prefix, fake, window)
     daemon.start()
     ident = f"{fleet.get('b').name}.gpu1"
     wait_for(lambda: ident in rotation(rotation_file).get("in", []), 30, "b in rotation")
@@ -60,7 +61,8 @@ def quarantined_gpu_1(
 def test_a_released_gpu_serves_again_only_after_its_canary_answered_and_its_window_passed(
     fleet: Fleet, daemons: list[Daemon], tmp_path: Path, prefix: str, fake_nvml: FakeNvml
 ) -> None:
-    daemon, rotation_file, ident = quarantined_gpu_1(fleet, daemons, tmp_path, prefix, fake_nvml)
+    """Also across a restart of the watchdog inside the window: the probation is kept in the journal."""
+    daemon, rotation_file, ident = quarantined_gpu_1(fleet, daemons, tmp_path, prefix, fake_nvml, LONG_WINDOW)
 
     released = daemon.cli("gpu", "release", UUID.format(1))
     assert released.returncode == 0, released.stderr
@@ -68,11 +70,15 @@ def test_a_released_gpu_serves_again_only_after_its_canary_answered_and_its_wind
     assert "after its release" in started[0]["reason"] and UUID.format(1) in str(started[0]["gpu"])
     out = wait_for(lambda: rotation(rotation_file).get("out", {}).get(ident, ""), 15, "b's rotation entry")
     wait_for(lambda: "probation: proving GPU 1" in rotation(rotation_file).get("out", {}).get(ident, ""), 15, out)
+    assert daemon.stop() == 0
+    daemon.start()
+    wait_for(lambda: "GPU probation goes on for GPU 1" in daemon.log(), 20, "the restarted daemon to go on with it")
+    wait_for(lambda: "clean for" in rotation(rotation_file).get("out", {}).get(ident, ""), 30, "b answered, held")
     shown = status(daemon)["gpu"]["probation"]
-    assert shown and shown[0]["uuid"] == UUID.format(1) and shown[0]["window"] == WINDOW, shown
+    assert shown and shown[0]["uuid"] == UUID.format(1) and shown[0]["window"] == LONG_WINDOW, shown
     assert "PROBATION" in daemon.cli("status").stdout
 
-    wait_for(lambda: daemon.entries(kind="gpu-proven"), 60, "GPU 1 proven")
+    wait_for(lambda: daemon.entries(kind="gpu-proven"), 90, "GPU 1 proven")
     wait_for(lambda: ident in rotation(rotation_file).get("in", []), 15, "b back in rotation once proven")
     proven_at = daemon.entries(kind="gpu-proven")[0]["ts"]
     entries = daemon.entries(kind="rotation-in", container=fleet.get("b").name)

@@ -270,6 +270,9 @@ def test_a_probation_survives_a_watchdog_restart_through_the_journal(
     assert list(again.active) == [UUID] and "a" in again.active[UUID].answered
     view = again.view()
     assert view[0]["uuid"] == UUID and view[0]["window"] == 60
+    # Its first cycles may come before the first NVML reading: no GPU maps its containers yet, still held.
+    unread = again.cycle([rig.a], rig.histories, assignments={}, gpus=(), xids=[], table=default_table(), now=NOW + 29)
+    assert "waiting for an NVML reading" in unread["a"] and list(again.active) == [UUID]
     held = again.cycle([rig.a], rig.histories, assignments={"a": GpuAssignment((UUID,))}, **gpu_side(), now=NOW + 30)
     assert "clean for 29 of 60 s" in held["a"]
     rig.journal.close()

@@ -58,6 +58,7 @@ class Probation:
     strikes: int  # failures counted when it started (its window came from them)
     answered: Mapping[str, float] = field(default_factory=dict)  # container ID -> when its 1-token completion answered
     proving_since: float | None = None  # when every container had answered: the window runs from here
+    containers: tuple[str, ...] = ()  # container IDs last seen on it: held while no NVML reading maps them
 
     @property
     def name(self) -> str:
@@ -160,12 +161,12 @@ def judge(
     heard = {**{cid: at for cid, at in answered.items() if cid in containers}, **probation.answered}
     waiting = sorted(set(containers) - set(heard))
     if waiting:
-        updated = replace(probation, answered=heard, proving_since=None)
+        updated = replace(probation, answered=heard, proving_since=None, containers=tuple(sorted(containers)))
         return ProbationJudgement(
             Step.WAITING, updated, f"waiting for a 1-token answer from {len(waiting)} of {len(containers)} container(s)"
         )
     start = probation.proving_since if probation.proving_since is not None else now
-    updated = replace(probation, answered=heard, proving_since=start)
+    updated = replace(probation, answered=heard, proving_since=start, containers=tuple(sorted(containers)))
     if now - start >= probation.window:
         return ProbationJudgement(
             Step.PROVEN, updated, f"clean for {probation.window:g} s after every container answered"
@@ -200,6 +201,7 @@ def to_record(probation: Probation) -> dict[str, object]:
         "strikes": probation.strikes,
         "answered": dict(sorted(probation.answered.items())),
         "proving_since": probation.proving_since,
+        "containers": list(probation.containers),
     }
 
 
@@ -209,6 +211,7 @@ def from_record(uuid: str, data: Mapping[str, object]) -> Probation | None:
         index = data.get("index")
         proving = data.get("proving_since")
         answered = data.get("answered") or {}
+        containers = data.get("containers") or []
         return Probation(
             uuid,
             int(index) if isinstance(index, int) else None,
@@ -219,6 +222,7 @@ def from_record(uuid: str, data: Mapping[str, object]) -> Probation | None:
             int(data.get("strikes", 0)),  # type: ignore[call-overload]
             {str(cid): float(at) for cid, at in answered.items()},  # type: ignore[attr-defined]
             float(proving) if isinstance(proving, int | float) else None,
+            tuple(str(cid) for cid in containers),  # type: ignore[attr-defined]
         )
     except (KeyError, TypeError, ValueError):
         return None

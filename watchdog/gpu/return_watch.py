@@ -139,6 +139,10 @@ class ReturnWatch:
         by_id = {c.id: c for c in containers}
         held: dict[str, str] = {}
         for uuid, probation in list(self.active.items()):
+            if uuid not in by_key:  # no reading of it yet (a watchdog start): hold what was on it, judge nothing
+                why = f"probation: proving {probation.name} after {probation.origin} (waiting for an NVML reading)"
+                held.update({cid: why for cid in probation.containers if cid in by_id})
+                continue
             on_gpu = [by_id[cid] for cid in containers_on(uuid, assignments) if cid in by_id]
             self._send_due(on_gpu, histories)
             with self._lock:
@@ -149,7 +153,7 @@ class ReturnWatch:
                 containers=on_gpu,
                 probes={cid: h.results for cid, h in histories.items()},
                 canaries=canaries,
-                xids=classed_xids(by_key[uuid], xids, table) if uuid in by_key else (),
+                xids=classed_xids(by_key[uuid], xids, table),
                 config=settings,
             )
             judgement = judge(
