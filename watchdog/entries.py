@@ -48,6 +48,9 @@ class EntryKind(StrEnum):
     GPU_RESET = "gpu-reset"  # the opt-in reset starts
     GPU_RESET_OK = "gpu-reset-ok"
     GPU_RELEASED = "gpu-released"  # an operator released a marked GPU
+    GPU_PROBATION = "gpu-probation"  # a released GPU's probation starts (verified return)
+    GPU_PROVEN = "gpu-proven"  # its containers answered and stayed clean through the window: back in rotation
+    GPU_PROBATION_FAILED = "gpu-probation-failed"  # it failed inside its probation: marked again
     GPU_ERROR = "gpu-error"  # NVML answered with an error
     ALERT = "alert"  # needs a human; fault says about what (driver-hung, gpu-reset, xid-N)
     DRIVER_RECOVERED = "driver-recovered"

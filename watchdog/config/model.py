@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from watchdog.gpu.health_score import HealthConfig
+from watchdog.gpu.probation import ProbationConfig
 from watchdog.ops.notices import NOTIFY_EVENTS
 from watchdog.router.capacity import CapacityPolicy
 
@@ -68,6 +69,7 @@ class GpuConfig:
     kill_orphans: bool = False  # opt-in: SIGKILL GPU processes of no live container (host PIDs only)
     max_quarantined_fraction: float = 0.5  # never quarantine more than this share of the GPUs automatically
     health: HealthConfig = field(default_factory=HealthConfig)  # the score per GPU (gpu.health)
+    probation: ProbationConfig = field(default_factory=ProbationConfig)  # verified return (gpu.probation)
 
 
 ALL_DOWN_MODES = ("route-anyway", "fail-fast")

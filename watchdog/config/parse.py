@@ -26,6 +26,7 @@ from watchdog.config.fields import (
     shown_path,
 )
 from watchdog.config.gpu_health import parse_health
+from watchdog.config.gpu_probation import parse_probation
 from watchdog.config.model import (
     _LOG_FORMATS,
     _LOG_LEVELS,
@@ -195,6 +196,8 @@ def _parse_gpu(data: Mapping[str, Any]) -> GpuConfig:
             values[key] = _parse_xid_overrides(path, value)
         elif key == "health":
             values[key] = parse_health(path, value)
+        elif key == "probation":
+            values[key] = parse_probation(path, value)
     return replace(GpuConfig(), **values)
 
 

@@ -18,6 +18,7 @@ class GpuFindings:
     vram: dict[str, VramView] | None = None  # None: no verdicts this cycle (off, hung, no reading)
     xids: dict[str, tuple[float, str]] = field(default_factory=dict)  # container ID -> (at, why): restart it
     held: dict[str, str] = field(default_factory=dict)  # container ID -> why: its GPU is marked, do not restart
+    probation: dict[str, str] = field(default_factory=dict)  # container ID -> why: out of rotation, restartable
     busy: set[str] = field(default_factory=set)  # container IDs a GPU reset has stopped
     marks: Mapping[str, GpuMark] = field(default_factory=dict)  # the GPU marks in force this cycle
     view: dict[str, Any] = field(default_factory=dict)  # for status

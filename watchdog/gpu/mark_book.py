@@ -32,7 +32,7 @@ class MarkBook:
         """`gpu-watchdog gpu release` writes the journal from another process."""
         fresh = self.journal.gpu_marks()
         for uuid in set(self.marks) - set(fresh):
-            logger.bind(gpu=uuid).info("GPU {} released: back in service", uuid)
+            logger.bind(gpu=uuid).info("GPU {} released", uuid)
             self._alerted = {said for said in self._alerted if said[0] != uuid}
         self.marks = fresh
 

@@ -34,6 +34,7 @@ from watchdog.gpu.orphan_watch import OrphanWatch
 from watchdog.gpu.pid_map import owners, sees_host_pids
 from watchdog.gpu.readings import GpuHealth, GpuReading, GpuSnapshot, NvmlState
 from watchdog.gpu.reset import GpuReset
+from watchdog.gpu.return_watch import ReturnWatch
 from watchdog.gpu.score_journal import ScoreJournal
 from watchdog.gpu.status_view import status_view
 from watchdog.gpu.vram import VramView, vram_views
@@ -68,6 +69,7 @@ class GpuSupervisor:
         self.gpu_reset = GpuReset(config, services, self.book)
         self.xids = XidResponder(config, services.journal, self.book, self._start_reset)
         self.orphans = OrphanWatch(config, services.journal, services.client)
+        self.returns = ReturnWatch(config, services.journal, self.book, clock=services.clock, wake=services.wake)
         self.xid_queue = self.xids.queue  # the event thread and the kernel log feed it; the cycle drains it
         self._judged_reading: GpuReading | None = None
         self._pid_owners: dict[int, str] | None = None
@@ -150,6 +152,7 @@ class GpuSupervisor:
         self.xids.apply_config(config)
         self.orphans.apply_config(config)
         self.gpu_reset.apply_config(config)
+        self.returns.apply_config(config)
         if self.monitor is not None:
             self.monitor.interval = config.poll_interval
             self.monitor.threshold = config.gpu.zero_vram_threshold
@@ -176,7 +179,13 @@ class GpuSupervisor:
         # Marks hold their containers on every path, also while the driver hangs.
         result.held = held_containers(self.assignments, self.marks)
         result.busy = self.gpu_reset.busy()
+        gpus = self._judged_reading.gpus if self._judged_reading is not None else ()
+        xids, table = list(self.xids.history), self.xids.table
+        result.probation = self.returns.cycle(
+            view.containers, view.histories, assignments=self.assignments, gpus=gpus, xids=xids, table=table, now=now
+        )
         result.marks = dict(self.marks)
+        result.view["probation"] = self.returns.view()
         return result
 
     def _judge(self, containers: Sequence[ContainerSnapshot], now: float) -> GpuFindings:

@@ -73,7 +73,7 @@ class Metrics:
         )
         self.gpu_marked = Gauge(
             "gpu_watchdog_gpu_marked",
-            "1 while quarantined, drained or resetting",
+            "1 while quarantined, drained, resetting or on probation (condition probation: released, not yet proven)",
             [*GPU_LABELS, "condition"],
             registry=r,
         )
@@ -151,6 +151,7 @@ class Metrics:
             self.gpu_marked,
         ):
             gauge.clear()
+        on_probation = {p["uuid"] for p in gpu_view.get("probation") or []}
         for row in gpu_view.get("gpus") or []:
             labels = (str(row.get("index")), str(row.get("uuid") or ""), str(row.get("name") or ""), self.hostname)
             if row.get("memory_used") is not None:
@@ -164,6 +165,8 @@ class Metrics:
             self.gpu_xids.labels(*labels).set(row.get("xids") or 0)
             if row.get("mark"):
                 self.gpu_marked.labels(*labels, row["mark"]["condition"]).set(1)
+            elif row.get("uuid") in on_probation:
+                self.gpu_marked.labels(*labels, "probation").set(1)
         self.in_rotation.clear()
         litellm = router_view.get("litellm") or {}
         for deployment, entry in (litellm.get("rotation") or {}).items():

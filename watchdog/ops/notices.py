@@ -24,7 +24,7 @@ NOTIFY_EVENTS = (
     "given-up",  # journal "give-up": the crash-loop breaker opened
     "gpu-quarantined",  # journal "gpu-quarantined|drained|resetting", or the "alert" after a failed reset
     "gpu-alert",  # journal "alert" about a GPU with no mark (an Xid whose action is alert, or the mark cap)
-    "gpu-recovered",  # journal "gpu-reset-ok": the opt-in reset worked, the GPU is back
+    "gpu-recovered",  # journal "gpu-reset-ok" (the opt-in reset worked) or "gpu-proven" (its probation passed)
     "driver-hung",  # journal "alert" with fault driver-hung
     "driver-recovered",  # journal "driver-recovered": NVML answers again
 )
@@ -90,6 +90,8 @@ def notice_from_entry(entry: Mapping[str, Any], host: str) -> Notice | None:
         return notice("gpu-quarantined", f"GPU {gpu} {condition}", reason + fix, "critical")
     if kind == EntryKind.GPU_RESET_OK:
         return notice("gpu-recovered", f"GPU {gpu} reset and back in service", reason, "good")
+    if kind == EntryKind.GPU_PROVEN:
+        return notice("gpu-recovered", f"GPU {gpu} proven: back in rotation", reason, "good")
     if kind == EntryKind.DRIVER_RECOVERED:
         return notice("driver-recovered", "NVIDIA driver answers again", reason, "good")
     if kind == EntryKind.ALERT:

@@ -165,6 +165,7 @@ def build_status(
             "gpus": gpu_view.get("gpus", []),
             "orphans": gpu_view.get("orphans", []),
             "unresolved": gpu_view.get("unresolved", {}),
+            "probation": gpu_view.get("probation", []),
             "marks": {
                 uuid: {"condition": m.condition.value, "reason": m.reason, "since": m.since, "index": m.index}
                 for uuid, m in marks.items()
@@ -304,6 +305,7 @@ def render_gpus(gpu: dict[str, Any], now: float) -> list[str]:
     lines = [f"GPUs: NVML {gpu.get('nvml', 'unknown')}" + (f" ({gpu['detail']})" if gpu.get("detail") else "")]
     marks: dict[str, Any] = gpu.get("marks") or {}
     rows: list[dict[str, Any]] = gpu.get("gpus") or []
+    on_probation = {p["uuid"] for p in gpu.get("probation") or []}
     if rows:
         table: list[tuple[str, ...]] = [
             ("IDX", "UUID", "MEMORY MiB", "TEMP", "THROTTLE", "HEALTH", "SCORE", "MARK", "CONTAINERS")
@@ -320,7 +322,7 @@ def render_gpus(gpu: dict[str, Any], now: float) -> list[str]:
                     "n/a" if throttle is None else ",".join(t for t in throttle if t != "gpu-idle") or "-",
                     row["health"],
                     "-" if not row.get("health_score") else f"{row['health_score']['score']:.2f}",
-                    mark["condition"].upper() if mark else "-",
+                    mark["condition"].upper() if mark else "PROBATION" if row["uuid"] in on_probation else "-",
                     ",".join(row.get("containers") or []) or "-",
                 )
             )
@@ -335,6 +337,13 @@ def render_gpus(gpu: dict[str, Any], now: float) -> list[str]:
         lines.append(
             f"  {uuid}: {mark['condition']} {_age(now, mark['since'])}: {mark['reason']} "
             f"({hint}, then `gpu-watchdog gpu release {uuid}`)"
+        )
+    for row in gpu.get("probation") or []:
+        name = f"GPU {row['index']}" if row.get("index") is not None else row["uuid"]
+        lines.append(
+            f"  {row['uuid']}: PROBATION {_age(now, row['since'])} after {row['after']}, window {row['window']:g} s"
+            f"{', ' + str(row['strikes']) + ' earlier failure(s)' if row['strikes'] else ''}: {row['state']}"
+            f" ({name}'s containers out of rotation until proven{'; dry-run: left in' if row.get('dry_run') else ''})"
         )
     for orphan in gpu.get("orphans") or []:
         lines.append(f"  orphaned GPU memory on GPU {orphan['index']}: PID {orphan['pid']}: {orphan['why']}")

@@ -150,7 +150,8 @@ class RotationWriter:
     ) -> list[RotationEntry]:
         containers, diagnosis, histories, held = view.containers, view.diagnosis, view.histories, view.gpu.held
         suspects = view.serving.suspects
-        ready = set(diagnosis.ready) - set(held) - set(suspects)
+        probation = view.gpu.probation  # restartable and probed, but out until its GPU is proven
+        ready = set(diagnosis.ready) - set(held) - set(suspects) - set(probation)
         # Not probed yet in this life, no fault, no note (a watchdog start, not a restart, which
         # is "starting"): keep what it was, and in at first sight, as LiteLLM alone would route it.
         was_out = {d.container for d in deployments if self._rotation.get(d.id) is False}
@@ -158,10 +159,11 @@ class RotationWriter:
             c.id
             for c in containers
             if c.name not in was_out
+            and c.id not in probation
             and c.state == ContainerState.RUNNING
             and not (histories.get(c.id) and histories[c.id].results)
         }
-        why_not = {**suspects, **why_not_serving(diagnosis, view.decisions, held)}
+        why_not = {**probation, **suspects, **why_not_serving(diagnosis, view.decisions, held)}
         for container in containers:  # a hang shows first as one failed probe, before it is a fault
             results = histories[container.id].results if container.id in histories else ()
             if container.id not in why_not and results and results[-1].status != ProbeStatus.OK:

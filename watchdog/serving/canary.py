@@ -46,6 +46,31 @@ class CanaryTarget:
     interval: float
 
 
+@dataclass(frozen=True)
+class CanaryAnswer:
+    """What one 1-token completion showed: ok (2xx), the detail for a reason, the HTTP status (None: no answer)."""
+
+    ok: bool
+    detail: str
+    status: int | None = None
+
+
+async def ask_one_token(url: str, timeout: float) -> CanaryAnswer:
+    """POST one 1-token completion to `url` within `timeout`; never raises (the serving canary and verified return)."""
+    started = time.monotonic()
+    try:
+        answer = await post_json(url, CANARY_BODY, timeout)
+        took = time.monotonic() - started
+        return CanaryAnswer(200 <= answer.status < 300, f"HTTP {answer.status} after {took:.2f} s", answer.status)
+    except TimeoutError:
+        return CanaryAnswer(False, f"{TIMEOUT_DETAIL} {timeout:g} s")
+    except (OSError, BadAnswer) as exc:  # ssl.SSLError is an OSError
+        return CanaryAnswer(False, f"failed after {time.monotonic() - started:.2f} s: {exc}")
+    except Exception as exc:  # a canary must never take its caller down
+        logger.exception("canary of {} crashed: {}", url, exc)
+        return CanaryAnswer(False, f"canary error: {exc}")
+
+
 class CanaryProbe:
     """Sends each target's canary when it is due; `verdicts()` and `unusable()` for the loop."""
 
@@ -118,20 +143,11 @@ class CanaryProbe:
 
     async def _send(self, target: CanaryTarget) -> None:
         started = time.monotonic()
+        answer = await ask_one_token(target.url, self.timeout)
+        ok, detail = answer.ok, answer.detail
         unusable: str | None = None
-        try:
-            answer = await post_json(target.url, CANARY_BODY, self.timeout)
-            took = time.monotonic() - started
-            ok, detail = 200 <= answer.status < 300, f"HTTP {answer.status} after {took:.2f} s"
-            if 400 <= answer.status < 500:
-                unusable = f"{target.url} answered a canary with HTTP {answer.status}: no canary for it"
-        except TimeoutError:
-            ok, detail = False, f"{TIMEOUT_DETAIL} {self.timeout:g} s"
-        except (OSError, BadAnswer) as exc:  # ssl.SSLError is an OSError
-            ok, detail = False, f"failed after {time.monotonic() - started:.2f} s: {exc}"
-        except Exception as exc:  # a canary must never take the prober down
-            logger.exception("canary of {} crashed: {}", target.url, exc)
-            ok, detail = False, f"canary error: {exc}"
+        if answer.status is not None and 400 <= answer.status < 500:
+            unusable = f"{target.url} answered a canary with HTTP {answer.status}: no canary for it"
         result = CanaryResult(self._clock(), ok, detail, time.monotonic() - started)
         newly_wedged = False
         with self._lock:
