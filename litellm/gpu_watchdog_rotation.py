@@ -12,7 +12,13 @@ alone would. The file is a deny-list, so a deployment the watchdog does not know
 is never dropped. When every candidate of a model is out, `all_down` decides:
 "route-anyway" (default) hands LiteLLM the unfiltered list, so a wrong verdict
 can never black-hole a model; "fail-fast" returns none, and the client gets an
-immediate error instead of waiting on a dead backend's timeout.
+immediate error instead of waiting on a dead backend's timeout. A model with a
+fallback group that has a deployment in rotation gets none either way: LiteLLM
+1.102.4 raises "No deployments available" (a 429) for an empty list, and its
+fallback handler sends the request to the fallback group at once (instead of
+after its retries on dead primaries). A failover request goes to a fallback
+deployment only while it has taken fewer than its `failover_rpm` of them in the
+last minute; none left is LiteLLM's 429, not a queue on the small GPUs.
 
 Outcomes too (LiteLLM's success and failure hooks on the same callback): the outlier book
 (gpu_watchdog_outliers.py) ejects a deployment after `outlier.consecutive` failures in a row on real
@@ -69,6 +75,7 @@ class RotationState:
         all_down: str,
         outlier: outliers.OutlierSettings | None = None,
         cleared: dict[str, float] | None = None,
+        fallbacks: dict[str, Any] | None = None,
     ) -> None:
         self.out = out
         self.written_at = written_at
@@ -76,6 +83,10 @@ class RotationState:
         self.all_down = all_down
         self.outlier = outlier or outliers.OutlierSettings()
         self.cleared = cleared or {}
+        fallbacks = fallbacks or {}
+        self.fallbacks: dict[str, list[str]] = {str(k): [str(g) for g in v] for k, v in fallbacks["fallbacks"].items()}
+        self.groups: dict[str, list[str]] = {str(k): [str(i) for i in v] for k, v in fallbacks["groups"].items()}
+        self.failover_rpm: dict[str, float] = {str(k): float(v) for k, v in fallbacks["failover_rpm"].items()}
 
 
 def parse_rotation(text: str) -> tuple[RotationState | None, str]:
@@ -93,10 +104,11 @@ def parse_rotation(text: str) -> tuple[RotationState | None, str]:
                 str(data.get("all_down") or "route-anyway"),
                 outliers.parse_settings(data.get("outlier")),
                 {str(k): float(v) for k, v in cleared.items()} if isinstance(cleared, dict) else {},
+                {k: data.get(k) or {} for k in ("fallbacks", "groups", "failover_rpm")},
             ),
             "ok",
         )
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         return None, f"unreadable ({type(exc).__name__}: {exc})"
 
 
@@ -108,7 +120,9 @@ def deployment_id(deployment: Any) -> str | None:
     return str(value) if value is not None else None
 
 
-def filter_deployments(deployments: list[Any], state: RotationState | None, now: float) -> tuple[list[Any], str]:
+def filter_deployments(
+    deployments: list[Any], state: RotationState | None, now: float, model: str = ""
+) -> tuple[list[Any], str]:
     """Pure: the candidates LiteLLM should pick from, and why (for the log)."""
     if state is None:
         return deployments, "no rotation state"
@@ -117,6 +131,9 @@ def filter_deployments(deployments: list[Any], state: RotationState | None, now:
     kept = [d for d in deployments if deployment_id(d) not in state.out]
     if kept or not deployments:
         return kept, "ok"
+    serving = [g for g in state.fallbacks.get(model, []) if any(i not in state.out for i in state.groups.get(g, []))]
+    if serving:  # an empty list is what makes LiteLLM fall back (its 429 "No deployments available")
+        return [], f"every candidate is out of rotation: falling back to {', '.join(serving)}"
     if state.all_down == "fail-fast":
         return [], "every candidate is out of rotation: fail-fast"
     return deployments, "every candidate is out of rotation: route-anyway"
@@ -140,6 +157,39 @@ def seconds_between(start: Any, end: Any) -> float | None:
         return None
 
 
+def failover_request(model: str, request_kwargs: dict[str, Any] | None) -> bool:
+    """A request LiteLLM's fallback handler sent here from another group (fallback_depth >= 1)."""
+    kwargs = request_kwargs or {}
+    original = (kwargs.get("metadata") or {}).get("original_model_group")
+    return bool(kwargs.get("fallback_depth")) or original not in (None, "", model)
+
+
+class FailoverCap:
+    """Failover requests per fallback deployment and rolling minute, at most its `failover_rpm`."""
+
+    WINDOW = 60.0
+
+    def __init__(self) -> None:
+        self.sent: dict[str, list[float]] = {}
+
+    def admit(self, candidates: list[Any], state: RotationState, now: float) -> list[Any]:
+        """Uncapped candidates as they are; else the capped one with the most room (counted), or none."""
+        if any(deployment_id(d) not in state.failover_rpm for d in candidates):
+            return candidates
+        best, room = None, 0.0
+        for d in candidates:
+            ident = str(deployment_id(d))
+            recent = [t for t in self.sent.get(ident, []) if now - t < self.WINDOW]
+            self.sent[ident] = recent
+            left = 1 - len(recent) / state.failover_rpm[ident] if state.failover_rpm[ident] > 0 else 0.0
+            if left > room:
+                best, room = d, left
+        if best is None:
+            return []
+        self.sent[str(deployment_id(best))].append(now)
+        return [best]
+
+
 class RotationFilter(CustomLogger):  # type: ignore[misc]
     """Reads the rotation file when it changes (a stat per routing attempt, a parse per change).
 
@@ -159,6 +209,7 @@ class RotationFilter(CustomLogger):  # type: ignore[misc]
         self._reported = (-1, 0.0)  # (book version, when) of the last report written
         self._flush: asyncio.TimerHandle | None = None
         self._report_error = ""
+        self.failover = FailoverCap()
 
     def _load(self) -> RotationState | None:
         path = self.path or rotation_path()
@@ -189,7 +240,7 @@ class RotationFilter(CustomLogger):  # type: ignore[misc]
         try:
             state = self._load()
             now = time.time()
-            kept, why = filter_deployments(deployments, state, now)
+            kept, why = filter_deployments(deployments, state, now, model)
             # All-down verdicts are per request; only trust or distrust of the file is logged.
             self._say(self._why if state is None else why if why.startswith("rotation state") else "ok")
         except Exception as exc:  # never take a request down with us
@@ -216,7 +267,15 @@ class RotationFilter(CustomLogger):  # type: ignore[misc]
         request_kwargs: dict[str, Any] | None = None,
         parent_otel_span: Any = None,
     ) -> list[Any]:
-        return self.select(healthy_deployments, model)
+        candidates = self.select(healthy_deployments, model)
+        state, now = self._state, time.time()
+        if state is None or now - state.written_at > state.stale_after or not failover_request(model, request_kwargs):
+            return candidates  # the cap is the watchdog's plan: only while its file is fresh
+        try:
+            return self.failover.admit(candidates, state, now)
+        except Exception as exc:  # never take a request down with us
+            log.warning("gpu-watchdog rotation: failover cap failed (%s); not capping", exc)
+            return candidates
 
     def outcome(self, kwargs: dict[str, Any], start_time: Any, end_time: Any, *, failed: bool) -> None:
         """One attempt's outcome into the book (never raises)."""

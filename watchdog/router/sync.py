@@ -84,11 +84,19 @@ class RouterSync:
             known = self.config_writer.known_api_bases()
             same_plan = None if stopped else capacity_plan  # stopped on purpose: still in the config's plan
             wanted = wanted_config(
-                containers, marks, given_up, policy=policy, host_total=self.host_total, known=known, plan=same_plan
+                containers,
+                marks,
+                given_up,
+                policy=policy,
+                host_total=self.host_total,
+                known=known,
+                plan=same_plan,
+                fallbacks=self.config.litellm.fallbacks,
+                label_prefix=self.config.label_prefix,
             )
             self.config_writer.remember(wanted.deployments)
             self.proxy.settle(now)
-            self.rotation.write(wanted.deployments, view, self.proxy.loaded_ids(), now)
+            self.rotation.write(wanted.deployments, view, self.proxy.loaded_ids(), now, fallbacks=wanted.fallbacks)
             written = self.config_writer.write(wanted)
             if written is not None:
                 if written:
