@@ -4,7 +4,8 @@ Two stand-in backends serve `big` (label gpu-watchdog.fallback: small), one serv
 pinned LiteLLM proxy runs the config the watchdog renders, with the rotation callback. Both `big`
 backends are stopped (docker stop): the watchdog takes them out of rotation, the callback hands
 LiteLLM no candidate, LiteLLM falls back to `small`, and no client request fails. Started again,
-they are back in rotation and get the traffic again.
+they are back in rotation and get the traffic again. With a failover cap of 3 a minute (the plan's
+rpm for the small GPU), the fourth failover request is refused (429), and `small`'s own requests are not.
 """
 
 from __future__ import annotations
@@ -42,49 +43,58 @@ def ask(http: Any, log: list[dict[str, Any]]) -> dict[str, Any]:
     return record
 
 
-def test_every_primary_stopped_falls_back_without_client_errors_and_returns(
-    fleet: Fleet, daemons: list[Daemon], tmp_path: Path, prefix: str, proxy_installed: None, proxy_pids: Path
-) -> None:
-    for name, gpu, model in (("p0", "0", "big"), ("p1", "1", "big"), ("f0", "2", "small")):
-        extra = {"fallback": "small"} if model == "big" else {}
-        fleet.start(name, gpu=gpu, role="chat", model=model, host_port=free_port(), **extra)
-    for name in ("p0", "p1", "f0"):
-        fleet.wait_ready(name)
-    names = {n: fleet.get(n).name for n in ("p0", "p1", "f0")}
-    ids = {n: f"{names[n]}.gpu{gpu}" for n, gpu in (("p0", 0), ("p1", 1), ("f0", 2))}
-    port, out = free_port(), tmp_path / "litellm" / "config.yaml"
-    restart = [sys.executable, "-m", "tests.integration.litellm_proxy", "restart", str(proxy_pids), str(out)]
-    daemon = new_daemon(
-        daemons,
-        tmp_path,
-        prefix,
-        env={"PYTHONPATH": str(ROOT)},
-        capacity={"rpm_per_gpu": [600, 600]},
-        litellm={
-            "enabled": True,
-            "template": str(TEMPLATE),
-            "out": str(out),
-            "proxy_url": f"http://127.0.0.1:{port}",
-            "restart_command": [*restart, str(port), str(tmp_path / "proxy.log")],
-            "stale_after": 3,
-        },
-    )
-    rendered = daemon.cli("litellm", "render")
-    assert rendered.returncode == 0, rendered.stderr
-    assert yaml.safe_load(out.read_text())["router_settings"]["fallbacks"] == [{"big": ["small"]}]
-    proxy_pids.write_text(str(litellm_proxy.start(out, port, tmp_path / "proxy.log")))
-    wait_for(lambda: litellm_proxy.live(port), 90, "the LiteLLM proxy to answer")
-    daemon.start()
-    rotation_file = out.parent / "rotation.json"
+class Groups:
+    """Two `big` stand-ins (label fallback: small), one `small`, the daemon and the real proxy, all in rotation."""
 
-    def rotation() -> dict[str, Any]:
+    def __init__(
+        self, fleet: Fleet, daemons: list[Daemon], tmp_path: Path, prefix: str, proxy_pids: Path, *, rpm: int
+    ) -> None:
+        for name, gpu, model in (("p0", "0", "big"), ("p1", "1", "big"), ("f0", "2", "small")):
+            extra = {"fallback": "small"} if model == "big" else {}
+            fleet.start(name, gpu=gpu, role="chat", model=model, host_port=free_port(), **extra)
+        for name in ("p0", "p1", "f0"):
+            fleet.wait_ready(name)
+        self.names = {n: fleet.get(n).name for n in ("p0", "p1", "f0")}
+        self.ids = {n: f"{self.names[n]}.gpu{gpu}" for n, gpu in (("p0", 0), ("p1", 1), ("f0", 2))}
+        self.port, out = free_port(), tmp_path / "litellm" / "config.yaml"
+        restart = [sys.executable, "-m", "tests.integration.litellm_proxy", "restart", str(proxy_pids), str(out)]
+        self.daemon = new_daemon(
+            daemons,
+            tmp_path,
+            prefix,
+            env={"PYTHONPATH": str(ROOT)},
+            capacity={"rpm_per_gpu": [rpm, rpm]},
+            litellm={
+                "enabled": True,
+                "template": str(TEMPLATE),
+                "out": str(out),
+                "proxy_url": f"http://127.0.0.1:{self.port}",
+                "restart_command": [*restart, str(self.port), str(tmp_path / "proxy.log")],
+                "stale_after": 3,
+            },
+        )
+        rendered = self.daemon.cli("litellm", "render")
+        assert rendered.returncode == 0, rendered.stderr
+        assert yaml.safe_load(out.read_text())["router_settings"]["fallbacks"] == [{"big": ["small"]}]
+        proxy_pids.write_text(str(litellm_proxy.start(out, self.port, tmp_path / "proxy.log")))
+        wait_for(lambda: litellm_proxy.live(self.port), 90, "the LiteLLM proxy to answer")
+        self.daemon.start()
+        self.rotation_file = out.parent / "rotation.json"
+        wait_for(lambda: len(self.rotation().get("in", [])) == 3, 20, "all 3 backends in rotation")
+        assert self.rotation()["failover_rpm"] == {self.ids["f0"]: rpm}  # the plan's rpm for its one GPU
+
+    def rotation(self) -> dict[str, Any]:
         try:
-            return dict(json.loads(rotation_file.read_text()))
+            return dict(json.loads(self.rotation_file.read_text()))
         except (OSError, ValueError):
             return {}
 
-    wait_for(lambda: len(rotation().get("in", [])) == 3, 20, "all 3 backends in rotation")
-    assert rotation()["failover_rpm"] == {ids["f0"]: 600}  # the plan's rpm for its one GPU
+
+def test_every_primary_stopped_falls_back_without_client_errors_and_returns(
+    fleet: Fleet, daemons: list[Daemon], tmp_path: Path, prefix: str, proxy_installed: None, proxy_pids: Path
+) -> None:
+    groups = Groups(fleet, daemons, tmp_path, prefix, proxy_pids, rpm=600)
+    daemon, names, ids, port = groups.daemon, groups.names, groups.ids, groups.port
     http, log = litellm_proxy.client(port), []
     before = [ask(http, log) for _ in range(8)]
     assert all(r["status"] == 200 and r["id"] in (ids["p0"], ids["p1"]) for r in before), before
@@ -132,3 +142,26 @@ def test_every_primary_stopped_falls_back_without_client_errors_and_returns(
     # From the first request to the last, through the stop, the hang and the returns: no client saw an error.
     assert [r for r in log if r["status"] != 200] == []
     assert proxy_pids.read_text() and daemon.entries(kind="proxy-restart") == []
+
+
+def test_failover_beyond_the_fallbacks_planned_rpm_is_refused_not_queued(
+    fleet: Fleet, daemons: list[Daemon], tmp_path: Path, prefix: str, proxy_installed: None, proxy_pids: Path
+) -> None:
+    groups = Groups(fleet, daemons, tmp_path, prefix, proxy_pids, rpm=3)
+    http, log = litellm_proxy.client(groups.port), []
+    stopped_at = time.time()
+    for name in ("p0", "p1"):
+        fleet.get(name).stop(timeout=2)
+    for name in ("p0", "p1"):
+        wait_for(
+            lambda n=groups.names[name]: entry_time(groups.daemon, "rotation-out", n, stopped_at), 10, f"{name} out"
+        )
+    answers = [ask(http, log) for _ in range(5)]
+    # 3 a minute for the one small GPU (capacity.rpm_per_gpu 3): the rest gets LiteLLM's 429 (after its retry
+    # back-off), not a place in a queue on the small GPU.
+    assert [r["status"] for r in answers] == [200, 200, 200, 429, 429], answers
+    assert all(r["id"] == groups.ids["f0"] for r in answers[:3])
+    own = litellm_proxy.client(groups.port).post(
+        "/v1/chat/completions", json={"model": "small", "messages": [{"role": "user", "content": "hi"}]}
+    )
+    assert own.status_code == 200  # the small group's own traffic is never refused by the cap
