@@ -95,6 +95,8 @@ def test_every_primary_stopped_falls_back_without_client_errors_and_returns(
 ) -> None:
     groups = Groups(fleet, daemons, tmp_path, prefix, proxy_pids, rpm=600)
     daemon, names, ids, port = groups.daemon, groups.names, groups.ids, groups.port
+    status = wait_for(lambda: json.loads(daemon.cli("status", "--json").stdout or "{}").get("router"), 10, "status")
+    assert status["litellm"]["fallbacks"] == {"big": ["small"]}
     http, log = litellm_proxy.client(port), []
     before = [ask(http, log) for _ in range(8)]
     assert all(r["status"] == 200 and r["id"] in (ids["p0"], ids["p1"]) for r in before), before

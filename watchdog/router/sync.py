@@ -46,6 +46,7 @@ class RouterSync:
         self.feedback = RouterFeedback(config, services, lambda: self.rotation.path.parent)
         self.rotation = RotationWriter(config, services.journal, self.problems, lambda: self.feedback.cleared)
         self.proxy = ProxySync(config, services, self.problems)
+        self.fallbacks: dict[str, list[str]] = {}  # the fallbacks rendered last cycle, for status
         self.errors = 0
 
     def apply_config(self, config: Config) -> None:
@@ -95,6 +96,7 @@ class RouterSync:
                 label_prefix=self.config.label_prefix,
             )
             self.config_writer.remember(wanted.deployments)
+            self.fallbacks = wanted.fallbacks.as_dict()
             self.proxy.settle(now)
             self.rotation.write(wanted.deployments, view, self.proxy.loaded_ids(), now, fallbacks=wanted.fallbacks)
             written = self.config_writer.write(wanted)
@@ -119,6 +121,7 @@ class RouterSync:
             else {
                 "config": str(self.out_path),
                 "rotation": self.rotation.view,
+                "fallbacks": self.fallbacks,
                 "outliers": self.feedback.view,
                 "router_reports": self.feedback.reports_total,
                 "proxy_up": self.proxy.up,
