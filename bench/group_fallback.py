@@ -6,8 +6,9 @@ load would make it), one real llama.cpp server (FIELD-NOTES 7: tiny random-weigh
 the fallback group `small`; config `litellm.fallbacks: {big: [small]}`; the config rendered by
 `gpu-watchdog litellm render` from litellm/config.template.yaml (unchanged: num_retries 2);
 the pinned LiteLLM proxy as a host process; the daemon with its default timings and the
-rotation. capacity.rpm_per_gpu is [400, 400], so the llama.cpp deployment's failover cap (its
-planned rpm) is 400 a minute, above the load.
+rotation. capacity.rpm_per_gpu is [--rpm, --rpm] (default 400), so the llama.cpp deployment's
+failover cap (its planned rpm) is 400 a minute, above the load; `--rpm 12 --name
+group_fallback_capped` shows the cap at work (what is over it gets a 429).
 
 Load: --rate requests/s (default 5) to `big`, each in its own thread (client timeout 60 s), for
 --seconds (default 60). At --kill-at (default 15 s) both primaries are killed (`docker kill`);
@@ -21,8 +22,8 @@ the first request a primary answered, and to the last request the fallback answe
 every request is on a primary again; negative: none after that moment); the journal's
 rotation-out/-in of the primaries.
 
-Usage: .venv/bin/python bench/group_fallback.py [--rate 5] [--seconds 60] [--kill-at 15]
-Writes bench/results/group_fallback.json.
+Usage: .venv/bin/python bench/group_fallback.py [--rate 5] [--seconds 60] [--kill-at 15] [--rpm 400]
+       [--name group_fallback]      writes bench/results/NAME.json.
 """
 
 from __future__ import annotations
@@ -60,7 +61,6 @@ from tests.integration.harness import wait_for as wait_until
 
 PRIMARY, FALLBACK = "big", "small"
 LOAD_SECONDS = 10.0
-RPM_PER_GPU = 400
 
 
 def rnd(value: float | None, digits: int = 3) -> float | None:
@@ -68,7 +68,7 @@ def rnd(value: float | None, digits: int = 3) -> float | None:
 
 
 class Run:
-    def __init__(self, rate: float, seconds: float, kill_at: float) -> None:
+    def __init__(self, rate: float, seconds: float, kill_at: float, rpm: int) -> None:
         self.client = docker.from_env(timeout=120)
         self.rate, self.seconds, self.kill_at = rate, seconds, kill_at
         self.tag = uuid.uuid4().hex[:6]
@@ -80,7 +80,7 @@ class Run:
         self.proxy_port = free_port()
         self.out = self.work / "litellm" / "config.yaml"
         config = daemon_defaults(self.prefix, self.work / "state", self.out)
-        config["capacity"] = {"rpm_per_gpu": [RPM_PER_GPU, RPM_PER_GPU], "target_rpm": rate * 60}
+        config["capacity"] = {"rpm_per_gpu": [rpm, rpm], "target_rpm": rate * 60}
         config["litellm"].update(proxy_url=f"http://127.0.0.1:{self.proxy_port}", fallbacks={PRIMARY: [FALLBACK]})
         self.daemon = WatchdogProcess(self.work, config)
         self.requests: list[dict[str, Any]] = []
@@ -241,9 +241,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=5.0, help="requests per second (at most 20)")
     parser.add_argument("--seconds", type=float, default=60.0, help="load duration (at most 300)")
     parser.add_argument("--kill-at", type=float, default=15.0, help="seconds into the load when both primaries die")
+    parser.add_argument("--rpm", type=int, default=400, help="capacity.rpm_per_gpu: the fallback's failover cap")
+    parser.add_argument("--name", default="group_fallback", help="results file name (bench/results/NAME.json)")
     args = parser.parse_args()
     rate, seconds = min(args.rate, 20.0), min(args.seconds, 300.0)
-    run = Run(rate, seconds, min(args.kill_at, seconds / 2))
+    run = Run(rate, seconds, min(args.kill_at, seconds / 2), args.rpm)
     try:
         setup = run.setup()
         sampler = LoadSampler().start()
@@ -253,7 +255,7 @@ def main() -> None:
         run.teardown()
     data = {
         "command": f".venv/bin/python bench/group_fallback.py --rate {rate:g} --seconds {seconds:g} "
-        f"--kill-at {args.kill_at:g}",
+        f"--kill-at {args.kill_at:g} --rpm {args.rpm} --name {args.name}",
         "setup": {
             "primary": f"{PRIMARY}: 2 stand-ins (LOAD_SECONDS={LOAD_SECONDS:g})",
             "fallback": f"{FALLBACK}: 1 real llama.cpp server",
@@ -265,7 +267,7 @@ def main() -> None:
         },
         **measured,
     }
-    path = save("group_fallback", data)
+    path = save(args.name, data)
     print(json.dumps(data, indent=2))
     print(f"written: {path}")
 
