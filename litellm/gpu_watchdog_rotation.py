@@ -14,11 +14,12 @@ is never dropped. When every candidate of a model is out, `all_down` decides:
 can never black-hole a model; "fail-fast" returns none, and the client gets an
 immediate error instead of waiting on a dead backend's timeout. A model with a
 fallback group that has a deployment in rotation gets none either way: LiteLLM
-1.102.4 raises "No deployments available" (a 429) for an empty list, and its
-fallback handler sends the request to the fallback group at once (instead of
-after its retries on dead primaries). A failover request goes to a fallback
-deployment only while it has taken fewer than its `failover_rpm` of them in the
-last minute; none left is LiteLLM's 429, not a queue on the small GPUs.
+1.102.4 raises "No deployments available" (a 429) for an empty list, its
+retries find none either (without a pause), and its fallback handler sends the
+request to the fallback group: no attempt on a dead or hung primary. A failover
+request goes to a fallback deployment only while it has taken fewer than its
+`failover_rpm` of them in the last minute; none left is LiteLLM's 429, not a
+queue on the small GPUs.
 
 Outcomes too (LiteLLM's success and failure hooks on the same callback): the outlier book
 (gpu_watchdog_outliers.py) ejects a deployment after `outlier.consecutive` failures in a row on real
