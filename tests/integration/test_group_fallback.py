@@ -71,10 +71,12 @@ class Groups:
                 "proxy_url": f"http://127.0.0.1:{self.port}",
                 "restart_command": [*restart, str(self.port), str(tmp_path / "proxy.log")],
                 "stale_after": 3,
+                "fallbacks": {"big": ["missing"]},  # no deployment serves it: left out, said; the label's stays
             },
         )
         rendered = self.daemon.cli("litellm", "render")
         assert rendered.returncode == 0, rendered.stderr
+        assert "fallback big -> missing (litellm.fallbacks.big) left out: no deployment serves" in rendered.stderr
         assert yaml.safe_load(out.read_text())["router_settings"]["fallbacks"] == [{"big": ["small"]}]
         proxy_pids.write_text(str(litellm_proxy.start(out, self.port, tmp_path / "proxy.log")))
         wait_for(lambda: litellm_proxy.live(self.port), 90, "the LiteLLM proxy to answer")
@@ -97,6 +99,7 @@ def test_every_primary_stopped_falls_back_without_client_errors_and_returns(
     daemon, names, ids, port = groups.daemon, groups.names, groups.ids, groups.port
     status = wait_for(lambda: json.loads(daemon.cli("status", "--json").stdout or "{}").get("router"), 10, "status")
     assert status["litellm"]["fallbacks"] == {"big": ["small"]}
+    assert [p for p in status["litellm"]["problems"] if p.startswith("fallback big -> missing")], status
     http, log = litellm_proxy.client(port), []
     before = [ask(http, log) for _ in range(8)]
     assert all(r["status"] == 200 and r["id"] in (ids["p0"], ids["p1"]) for r in before), before
