@@ -94,6 +94,8 @@ bench: venv llama-server images litellm-proxy
 	$(PY) bench/gpu_probe.py
 	$(PY) bench/zero_vram.py
 	$(PY) bench/litellm_failover.py
+	$(PY) bench/group_fallback.py
+	$(PY) bench/group_fallback.py --rpm 12 --name group_fallback_capped
 	$(PY) bench/stuck_backend.py
 	$(PY) bench/report_scale.py
 	$(PY) bench/scale.py

@@ -12,7 +12,14 @@ alone would. The file is a deny-list, so a deployment the watchdog does not know
 is never dropped. When every candidate of a model is out, `all_down` decides:
 "route-anyway" (default) hands LiteLLM the unfiltered list, so a wrong verdict
 can never black-hole a model; "fail-fast" returns none, and the client gets an
-immediate error instead of waiting on a dead backend's timeout.
+immediate error instead of waiting on a dead backend's timeout. A model with a
+fallback group that has a deployment in rotation gets none either way: LiteLLM
+1.102.4 raises "No deployments available" (a 429) for an empty list, its
+retries find none either (without a pause), and its fallback handler sends the
+request to the fallback group: no attempt on a dead or hung primary. A failover
+request goes to a fallback deployment only while it has taken fewer than its
+`failover_rpm` of them in the last minute; none left is LiteLLM's 429, not a
+queue on the small GPUs.
 
 Outcomes too (LiteLLM's success and failure hooks on the same callback): the outlier book
 (gpu_watchdog_outliers.py) ejects a deployment after `outlier.consecutive` failures in a row on real
@@ -72,6 +79,7 @@ class RotationState:
         outlier: outliers.OutlierSettings | None = None,
         cleared: dict[str, float] | None = None,
         weights: dict[str, float] | None = None,
+        fallbacks: dict[str, Any] | None = None,
     ) -> None:
         self.out = out
         self.written_at = written_at
@@ -80,6 +88,16 @@ class RotationState:
         self.outlier = outlier or outliers.OutlierSettings()
         self.cleared = cleared or {}
         self.weights = weights or {}  # deployment id -> its share factor from GPU health (< 1 only)
+        fallbacks = fallbacks or {}
+        self.fallbacks: dict[str, list[str]] = {
+            str(k): [str(g) for g in v] for k, v in (fallbacks.get("fallbacks") or {}).items()
+        }
+        self.groups: dict[str, list[str]] = {
+            str(k): [str(i) for i in v] for k, v in (fallbacks.get("groups") or {}).items()
+        }
+        self.failover_rpm: dict[str, float] = {
+            str(k): float(v) for k, v in (fallbacks.get("failover_rpm") or {}).items()
+        }
 
 
 def parse_rotation(text: str) -> tuple[RotationState | None, str]:
@@ -99,10 +117,11 @@ def parse_rotation(text: str) -> tuple[RotationState | None, str]:
                 outliers.parse_settings(data.get("outlier")),
                 {str(k): float(v) for k, v in cleared.items()} if isinstance(cleared, dict) else {},
                 {str(k): min(1.0, max(0.0, float(v))) for k, v in weights.items()} if isinstance(weights, dict) else {},
+                {k: data.get(k) or {} for k in ("fallbacks", "groups", "failover_rpm")},
             ),
             "ok",
         )
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         return None, f"unreadable ({type(exc).__name__}: {exc})"
 
 
@@ -114,7 +133,9 @@ def deployment_id(deployment: Any) -> str | None:
     return str(value) if value is not None else None
 
 
-def filter_deployments(deployments: list[Any], state: RotationState | None, now: float) -> tuple[list[Any], str]:
+def filter_deployments(
+    deployments: list[Any], state: RotationState | None, now: float, model: str = ""
+) -> tuple[list[Any], str]:
     """Pure: the candidates LiteLLM should pick from, and why (for the log)."""
     if state is None:
         return deployments, "no rotation state"
@@ -123,6 +144,9 @@ def filter_deployments(deployments: list[Any], state: RotationState | None, now:
     kept = [d for d in deployments if deployment_id(d) not in state.out]
     if kept or not deployments:
         return kept, "ok"
+    serving = [g for g in state.fallbacks.get(model, []) if any(i not in state.out for i in state.groups.get(g, []))]
+    if serving:  # an empty list is what makes LiteLLM fall back (its 429 "No deployments available")
+        return [], f"every candidate is out of rotation: falling back to {', '.join(serving)}"
     if state.all_down == "fail-fast":
         return [], "every candidate is out of rotation: fail-fast"
     return deployments, "every candidate is out of rotation: route-anyway"
@@ -187,6 +211,39 @@ def seconds_between(start: Any, end: Any) -> float | None:
         return None
 
 
+def failover_request(model: str, request_kwargs: dict[str, Any] | None) -> bool:
+    """A request LiteLLM's fallback handler sent here from another group (fallback_depth >= 1)."""
+    kwargs = request_kwargs or {}
+    original = (kwargs.get("metadata") or {}).get("original_model_group")
+    return bool(kwargs.get("fallback_depth")) or original not in (None, "", model)
+
+
+class FailoverCap:
+    """Failover requests per fallback deployment and rolling minute, at most its `failover_rpm`."""
+
+    WINDOW = 60.0
+
+    def __init__(self) -> None:
+        self.sent: dict[str, list[float]] = {}
+
+    def admit(self, candidates: list[Any], state: RotationState, now: float) -> list[Any]:
+        """Uncapped candidates as they are; else the capped one with the most room (counted), or none."""
+        if any(deployment_id(d) not in state.failover_rpm for d in candidates):
+            return candidates
+        best, room = None, 0.0
+        for d in candidates:
+            ident = str(deployment_id(d))
+            recent = [t for t in self.sent.get(ident, []) if now - t < self.WINDOW]
+            self.sent[ident] = recent
+            left = 1 - len(recent) / state.failover_rpm[ident] if state.failover_rpm[ident] > 0 else 0.0
+            if left > room:
+                best, room = d, left
+        if best is None:
+            return []
+        self.sent[str(deployment_id(best))].append(now)
+        return [best]
+
+
 class RotationFilter(CustomLogger):  # type: ignore[misc]
     """Reads the rotation file when it changes (a stat per routing attempt, a parse per change).
 
@@ -208,6 +265,7 @@ class RotationFilter(CustomLogger):  # type: ignore[misc]
         self._reported = (-1, 0.0)  # (book version, when) of the last report written
         self._flush: asyncio.TimerHandle | None = None
         self._report_error = ""
+        self.failover = FailoverCap()
 
     def _load(self) -> RotationState | None:
         if self.cluster is not None:
@@ -249,11 +307,12 @@ class RotationFilter(CustomLogger):  # type: ignore[misc]
                 log.warning("gpu-watchdog rotation: %s; routing as LiteLLM alone would", why)
         self._last_said = why
 
-    def select(self, deployments: list[Any], model: str = "") -> list[Any]:
+    def select(self, deployments: list[Any], model: str = "", *, pick: bool = True) -> list[Any]:
+        """The candidates for one attempt; `pick`: apply the health shares (one candidate when some are degraded)."""
         try:
             state = self._load()
             now = time.time()
-            kept, why = filter_deployments(deployments, state, now)
+            kept, why = filter_deployments(deployments, state, now, model)
             # All-down verdicts are per request; only trust or distrust of the file is logged.
             self._say(self._why if state is None else why if why.startswith("rotation state") else "ok")
         except Exception as exc:  # never take a request down with us
@@ -271,7 +330,7 @@ class RotationFilter(CustomLogger):  # type: ignore[misc]
             log.warning("gpu-watchdog outliers: filter failed (%s); not ejecting", exc)
             return kept
         try:  # traffic follows GPU health, only on a fresh rotation file (a stale one: as LiteLLM alone)
-            if state is None or why != "ok" or not state.weights or len(rest) < 2:
+            if not pick or state is None or why != "ok" or not state.weights or len(rest) < 2:
                 return rest
             return self.picker.pick(model, rest, state.weights)
         except Exception as exc:
@@ -286,7 +345,17 @@ class RotationFilter(CustomLogger):  # type: ignore[misc]
         request_kwargs: dict[str, Any] | None = None,
         parent_otel_span: Any = None,
     ) -> list[Any]:
-        return self.select(healthy_deployments, model)
+        failover = failover_request(model, request_kwargs)
+        # A failover request is placed by the cap (the fallback deployment with the most room), not by shares.
+        candidates = self.select(healthy_deployments, model, pick=not failover)
+        state, now = self._state, time.time()
+        if state is None or now - state.written_at > state.stale_after or not failover:
+            return candidates  # the cap is the watchdog's plan: only while its file is fresh
+        try:
+            return self.failover.admit(candidates, state, now)
+        except Exception as exc:  # never take a request down with us
+            log.warning("gpu-watchdog rotation: failover cap failed (%s); not capping", exc)
+            return candidates
 
     def outcome(self, kwargs: dict[str, Any], start_time: Any, end_time: Any, *, failed: bool) -> None:
         """One attempt's outcome into the book (never raises)."""

@@ -102,6 +102,7 @@ class ContainerSpec:
     server: str | None = None  # llama.cpp | vllm | openai; None: detected from its /metrics
     stall_window: float | None = None  # progress stall that makes it wedged; None: serving.stall_window
     canary_interval: float | None = None  # s between 1-token canary completions; 0: off; None: serving.canary_interval
+    fallback: tuple[str, ...] = ()  # model groups LiteLLM falls back to when every deployment of `model` is out
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,14 @@ def litellm_render(obj: Context, out: str | None, template: str | None) -> None:
     journal.close()
     # What the daemon writes, the same way: a stopped container keeps the URL the file on disk has.
     wanted = wanted_config(
-        containers, marks, given_up, policy=config.capacity, host_total=mem_total(), known=api_bases_on_disk(out_path)
+        containers,
+        marks,
+        given_up,
+        policy=config.capacity,
+        host_total=mem_total(),
+        known=api_bases_on_disk(out_path),
+        fallbacks=config.litellm.fallbacks,
+        label_prefix=config.label_prefix,
     )
     try:
         changed = write_router_config(wanted, parsed, out_path=out_path, template_path=template_path)
@@ -61,5 +68,7 @@ def litellm_render(obj: Context, out: str | None, template: str | None) -> None:
             f"{config.label_prefix}.api-base",
             err=True,
         )
+    for problem in wanted.fallbacks.problems:
+        click.echo(f"gpu-watchdog: warning: {problem}", err=True)
     state = "written" if changed else "unchanged"
     click.echo(f"{out_path}: {state}, {len(wanted.deployments)} deployment(s); {wanted.plan.text}")

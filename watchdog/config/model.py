@@ -96,6 +96,9 @@ class LitellmConfig:
     outlier_base_ejection: float = 10.0
     outlier_max_ejection: float = 300.0
     outlier_max_percent: float = 50.0
+    # Model group -> the groups LiteLLM falls back to, in order, when every deployment of it is out
+    # (the label gpu-watchdog.fallback adds to it); rendered as router_settings.fallbacks.
+    fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

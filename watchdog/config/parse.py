@@ -269,6 +269,40 @@ def _parse_capacity(data: Mapping[str, Any]) -> CapacityPolicy:
     return replace(CapacityPolicy(), **values)
 
 
+def _fallbacks(path: str, value: Any) -> dict[str, tuple[str, ...]]:
+    """{group: [fallback group, ...]} (a single name allowed); no group to itself, no cycle."""
+    example = "e.g. {vllm-big: [llama-small]}"
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"config: {path}={shown(value)}: must map a model group to its fallback groups, {example}")
+    result: dict[str, tuple[str, ...]] = {}
+    for primary, targets in value.items():
+        where = f"{path}.{shown_path(str(primary))}"
+        names = [targets] if isinstance(targets, str) else targets
+        if not isinstance(primary, str) or not primary.strip() or not isinstance(names, list) or not names:
+            raise ConfigError(f"config: {where}={shown(targets)}: must be a list of model groups, {example}")
+        if not all(isinstance(n, str) and n.strip() for n in names):
+            raise ConfigError(f"config: {where}={shown(targets)}: every fallback must be a model group name")
+        clean = tuple(dict.fromkeys(n.strip() for n in names))
+        if primary.strip() in clean:
+            raise ConfigError(f"config: {where}: {primary} falls back to itself; name another model group")
+        result[primary.strip()] = clean
+    for primary in result:  # a cycle: LiteLLM would bounce a request between the groups
+        todo, seen = list(result[primary]), set()
+        while todo:
+            group = todo.pop()
+            if group == primary:
+                raise ConfigError(
+                    f"config: {path}.{shown_path(primary)}: {primary} falls back to itself through other groups "
+                    "(a cycle); remove one of the entries"
+                )
+            if group not in seen:
+                seen.add(group)
+                todo.extend(result.get(group, ()))
+    return result
+
+
 def _parse_litellm(data: Mapping[str, Any]) -> LitellmConfig:
     _check_keys("litellm", data, [f.name for f in fields(LitellmConfig)])
     values: dict[str, Any] = {}
@@ -309,6 +343,8 @@ def _parse_litellm(data: Mapping[str, Any]) -> LitellmConfig:
             values[key] = _positive_seconds(path, value)
         elif key == "outlier_max_percent":
             values[key] = _number(path, value, 0, 100)
+        elif key == "fallbacks":
+            values[key] = _fallbacks(path, value)
         elif key == "all_down":
             if value not in ALL_DOWN_MODES:
                 raise ConfigError(f"config: {path}={shown(value)}: must be one of {', '.join(ALL_DOWN_MODES)}")

@@ -32,6 +32,7 @@ KNOWN_LABELS = (
     "server",
     "stall-window",
     "canary",
+    "fallback",
 )
 SERVER_KINDS = ("llama.cpp", "vllm", "openai")
 
@@ -163,6 +164,15 @@ def parse_spec(labels: Mapping[str, str], prefix: str) -> tuple[ContainerSpec | 
         except ValueError as exc:
             bad("model-size", raw, str(exc))
 
+    fallback: tuple[str, ...] = ()
+    if (raw := label("fallback")) is not None:
+        fallback = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+        model = (label("model") or "").strip()
+        if not fallback or not model:
+            bad("fallback", raw, "expected model groups, comma-separated, e.g. llama-small, beside a model label")
+        elif model in fallback:
+            bad("fallback", raw, f"a group cannot fall back to itself ({model}); name another model group")
+
     if problems:
         return None, tuple(problems)
     return (
@@ -182,6 +192,7 @@ def parse_spec(labels: Mapping[str, str], prefix: str) -> tuple[ContainerSpec | 
             server=server,
             stall_window=stall_window,
             canary_interval=canary_interval,
+            fallback=fallback,
         ),
         (),
     )

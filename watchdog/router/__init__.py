@@ -5,7 +5,8 @@ Pure: `capacity` (the capacity planner: what the fleet can carry and the limits 
 `litellm_config` (the LiteLLM config and rotation, rendered from the fleet and the plan),
 `wanted_config` (what the proxy's config lists: one decision for the daemon and `litellm render`),
 `router_feedback` (the proxy's outlier reports judged: router suspects, false alarms to clear),
-`memory_limit_plan` (which containers' memory limits differ from the plan, and the compose override).
+`memory_limit_plan` (which containers' memory limits differ from the plan, and the compose override),
+`fallbacks` (fallbacks between model groups: config and labels checked, rendered, their failover caps).
 I/O: `sync` (RouterSync, the loop's subsystem: composes the parts below and keeps their order),
 `capacity_watch` (the plan in force, said when it changes), `config_writer` (the proxy's config on
 disk: `write_router_config`, the one way it is written), `rotation_writer` (the rotation file, the
@@ -20,6 +21,7 @@ thread), `feedback_watch` (router suspects for the serving watch, clears for the
 PURE_MODULES: tuple[str, ...] = (
     "capacity",
     "health_weights",
+    "fallbacks",
     "litellm_config",
     "memory_limit_plan",
     "router_feedback",

@@ -18,6 +18,7 @@ from loguru import logger
 from watchdog.config import Config
 from watchdog.entries import EntryKind
 from watchdog.files import write_if_changed
+from watchdog.router.fallbacks import litellm_fallbacks
 from watchdog.router.litellm_config import (
     CALLBACK_MODULE,
     ROTATION_FILE,
@@ -39,7 +40,7 @@ CALLBACK_FILES = (f"{CALLBACK_MODULE}.py", "gpu_watchdog_outliers.py", "gpu_watc
 
 def write_router_config(wanted: WantedConfig, template: RouterTemplate, *, out_path: Path, template_path: Path) -> bool:
     """The proxy's config and, next to it, the callback module it loads; True when the config changed."""
-    config = render_config(template, wanted.deployments, wanted.plan)
+    config = render_config(template, wanted.deployments, wanted.plan, fallbacks=litellm_fallbacks(wanted.fallbacks))
     text = dump_config(config, str(template_path), ROTATION_FILE)
     install_callback(out_path, template_path)
     return write_if_changed(out_path, text, keep_previous=True)
@@ -129,12 +130,13 @@ class ConfigWriter:
         template = self.load_template()
         if template is None:
             return None
-        key = (self._template_key, wanted.deployments, wanted.plan.global_max_parallel_requests, self._out_stat())
+        parallel, routes = wanted.plan.global_max_parallel_requests, wanted.fallbacks.routes
+        key = (self._template_key, wanted.deployments, parallel, routes, self._out_stat())
         if key == self._rendered_key:  # render and compare only when an input changed, not every cycle
             return False
         written = self._render(template, wanted)
         if written is not None:
-            self._rendered_key = (*key[:3], self._out_stat())
+            self._rendered_key = (*key[:4], self._out_stat())
         return written
 
     def _out_stat(self) -> tuple[int, int] | None:
@@ -156,6 +158,10 @@ class ConfigWriter:
             )
         else:
             self.problems.clear("unreachable")
+        if wanted.fallbacks.problems:
+            self.problems.say("fallbacks", "; ".join(wanted.fallbacks.problems), level="WARNING")
+        else:
+            self.problems.clear("fallbacks")
         try:
             written = write_router_config(
                 wanted, template, out_path=self.out_path, template_path=Path(self.config.litellm.template)

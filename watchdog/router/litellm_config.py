@@ -35,6 +35,7 @@ CALLBACK_MODULE = "gpu_watchdog_rotation"
 CALLBACK = f"{CALLBACK_MODULE}.rotation_filter"
 ROTATION_FILE = "rotation.json"
 ROTATION_VERSION = 1
+Fallbacks = Sequence[Mapping[str, list[str]]]  # router_settings.fallbacks: [{group: [fallback group, ...]}]
 TEMPLATE_SECTIONS = ("deployment", "router_settings", "general_settings", "litellm_settings", "environment_variables")
 DEPLOYMENT_KEYS = ("model_name", "litellm_params", "model_info")
 PLACEHOLDERS = ("{model}", "{container}", "{api_base}")
@@ -184,6 +185,11 @@ def parse_template(text: str, source: str, keys: AcceptedKeys | None = None) -> 
     _unknown("router_settings", router, keys.router_settings, keys.version)
     if "model_list" in router:
         raise TemplateError(f"litellm template {source}: router_settings.model_list is generated; remove it")
+    if any("fallbacks" in (data.get(section) or {}) for section in ("router_settings", "litellm_settings")):
+        raise TemplateError(
+            f"litellm template {source}: fallbacks are rendered by gpu-watchdog (the failover cap and the rotation "
+            "follow them); move them to the config's litellm.fallbacks or the label gpu-watchdog.fallback"
+        )
     general = _mapping("general_settings", data.get("general_settings"))
     _unknown("general_settings", general, keys.general_settings, keys.version)
     settings = _mapping("litellm_settings", data.get("litellm_settings"))
@@ -293,7 +299,7 @@ def _fill(value: Any, values: Mapping[str, str]) -> Any:
 
 
 def render_config(
-    template: RouterTemplate, deployments: Sequence[RouterDeployment], plan: CapacityPlan
+    template: RouterTemplate, deployments: Sequence[RouterDeployment], plan: CapacityPlan, *, fallbacks: Fallbacks = ()
 ) -> dict[str, Any]:
     """The proxy's config: the template's settings, the fleet's model_list, the plan's weights.
 
@@ -314,6 +320,8 @@ def render_config(
         model_list.append(entry)
     config: dict[str, Any] = {"model_list": model_list}
     config["router_settings"] = dict(template.router_settings)
+    if fallbacks:  # router/fallbacks.py; LiteLLM 1.102.4 reads router_settings' or litellm_settings'
+        config["router_settings"]["fallbacks"] = [dict(f) for f in fallbacks]
     config["general_settings"] = dict(template.general_settings)
     settings = dict(template.litellm_settings)
     callbacks = list(settings.get("callbacks") or [])

@@ -21,6 +21,7 @@ from watchdog.files import write_atomic
 from watchdog.journal import Journal
 from watchdog.model import ContainerState, Decision, Diagnosis, ProbeStatus, Verdict
 from watchdog.router.config_writer import config_out_path
+from watchdog.router.fallbacks import NO_FALLBACKS, FallbackPlan, rotation_fields
 from watchdog.router.health_weights import Candidate, health_shares
 from watchdog.router.litellm_config import ROTATION_FILE, RotationEntry, RouterDeployment, rotation, rotation_document
 from watchdog.router.problems import Problems
@@ -72,14 +73,24 @@ class RotationWriter:
     def path(self) -> Path:
         return config_out_path(self.config).with_name(ROTATION_FILE)
 
-    def write(self, deployments: Sequence[RouterDeployment], view: CycleView, loaded: set[str], now: float) -> None:
-        """`loaded`: the deployment ids the proxy may still have loaded (removed ones stay denied until it reloads)."""
+    def write(
+        self,
+        deployments: Sequence[RouterDeployment],
+        view: CycleView,
+        loaded: set[str],
+        now: float,
+        *,
+        fallbacks: FallbackPlan = NO_FALLBACKS,
+    ) -> None:
+        """`loaded`: the deployment ids the proxy may still have loaded (removed ones stay denied until it reloads).
+        `fallbacks`: their groups, fallbacks and failover caps go into the file for the callback."""
         self._names.update({d.id: d.container for d in deployments})
         entries, weights = self._follow_health(self._entries(deployments, view, loaded), view)
         document = rotation_document(entries, now, self.config.litellm.stale_after, self.config.litellm.all_down)
         document["weights"] = weights
         document["outlier"] = outlier_settings(self.config.litellm)
         document["cleared"] = dict(sorted(self.cleared().items()))
+        document.update(rotation_fields(fallbacks, deployments))
         try:
             self._write_file(document, now)
             self.problems.clear("rotation-write", f"rotation file {self.path} writable again")

@@ -48,6 +48,7 @@ class RouterSync:
         self.rotation = RotationWriter(config, services.journal, self.problems, lambda: self.feedback.cleared)
         self.proxy = ProxySync(config, services, self.problems)
         self.cluster = ClusterPublisher(config, services)
+        self.fallbacks: dict[str, list[str]] = {}  # the fallbacks rendered last cycle, for status
         self.errors = 0
 
     def apply_config(self, config: Config) -> None:
@@ -91,11 +92,20 @@ class RouterSync:
             known = self.config_writer.known_api_bases()
             same_plan = None if stopped else capacity_plan  # stopped on purpose: still in the config's plan
             wanted = wanted_config(
-                containers, marks, given_up, policy=policy, host_total=self.host_total, known=known, plan=same_plan
+                containers,
+                marks,
+                given_up,
+                policy=policy,
+                host_total=self.host_total,
+                known=known,
+                plan=same_plan,
+                fallbacks=self.config.litellm.fallbacks,
+                label_prefix=self.config.label_prefix,
             )
             self.config_writer.remember(wanted.deployments)
+            self.fallbacks = wanted.fallbacks.as_dict()
             self.proxy.settle(now)
-            self.rotation.write(wanted.deployments, view, self.proxy.loaded_ids(), now)
+            self.rotation.write(wanted.deployments, view, self.proxy.loaded_ids(), now, fallbacks=wanted.fallbacks)
             written = self.config_writer.write(wanted)
             if written is not None:
                 if written:
@@ -119,6 +129,7 @@ class RouterSync:
             else {
                 "config": str(self.out_path),
                 "rotation": self.rotation.view,
+                "fallbacks": self.fallbacks,
                 "outliers": self.feedback.view,
                 "router_reports": self.feedback.reports_total,
                 "proxy_up": self.proxy.up,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from watchdog.gpu.marks import GpuMark
 from watchdog.model import ContainerSnapshot, Decision, Verdict
 from watchdog.router.capacity import CapacityPlan, CapacityPolicy, plan_capacity, planned_members
+from watchdog.router.fallbacks import NO_FALLBACKS, FallbackPlan, plan_fallbacks
 from watchdog.router.litellm_config import RouterDeployment, router_deployments, unreachable
 
 
@@ -22,6 +23,7 @@ class WantedConfig:
     plan: CapacityPlan
     deployments: tuple[RouterDeployment, ...]
     unreachable: tuple[str, ...]  # planned containers with no URL known: not in the config
+    fallbacks: FallbackPlan = NO_FALLBACKS  # between the model groups of these deployments
 
 
 def config_plan(
@@ -46,15 +48,20 @@ def wanted_config(
     host_total: int | None,
     known: Mapping[str, str],
     plan: CapacityPlan | None = None,
+    fallbacks: Mapping[str, Sequence[str]] | None = None,
+    label_prefix: str = "gpu-watchdog",
 ) -> WantedConfig:
     """The config for this fleet. `known`: deployment id -> the api_base last seen (a stopped container
     publishes no port, and a crash must not change the config: that would restart the proxy).
     `plan`: the config's plan when the caller already has it (the daemon's capacity plan is the same
-    when no container is stopped on purpose), so a cycle does not plan the fleet twice."""
+    when no container is stopped on purpose), so a cycle does not plan the fleet twice. `fallbacks`: config
+    litellm.fallbacks (the containers' fallback labels add to it), kept for the groups the config lists."""
     if plan is None:
         plan = config_plan(containers, marks, given_up, policy=policy, host_total=host_total)
     deployments = router_deployments(containers, plan, known)
-    return WantedConfig(plan, tuple(deployments), tuple(unreachable(deployments, plan)))
+    groups = {d.model for d in deployments}
+    routes = plan_fallbacks(fallbacks or {}, containers, groups, prefix=label_prefix)
+    return WantedConfig(plan, tuple(deployments), tuple(unreachable(deployments, plan)), routes)
 
 
 def given_up_names(decisions: Sequence[Decision]) -> set[str]:
