@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from watchdog.gpu.counter_trend import PredictConfig
 from watchdog.gpu.health_score import HealthConfig
 from watchdog.ops.notices import NOTIFY_EVENTS
 from watchdog.router.capacity import CapacityPolicy
@@ -68,6 +69,7 @@ class GpuConfig:
     kill_orphans: bool = False  # opt-in: SIGKILL GPU processes of no live container (host PIDs only)
     max_quarantined_fraction: float = 0.5  # never quarantine more than this share of the GPUs automatically
     health: HealthConfig = field(default_factory=HealthConfig)  # the score per GPU (gpu.health)
+    predict: PredictConfig = field(default_factory=PredictConfig)  # predictive maintenance (gpu.predict)
 
 
 ALL_DOWN_MODES = ("route-anyway", "fail-fast")

@@ -25,6 +25,7 @@ from watchdog.config.fields import (
     shown_path,
 )
 from watchdog.config.gpu_health import parse_health
+from watchdog.config.gpu_predict import parse_predict
 from watchdog.config.model import (
     _LOG_FORMATS,
     _LOG_LEVELS,
@@ -187,6 +188,8 @@ def _parse_gpu(data: Mapping[str, Any]) -> GpuConfig:
             values[key] = _parse_xid_overrides(path, value)
         elif key == "health":
             values[key] = parse_health(path, value)
+        elif key == "predict":
+            values[key] = parse_predict(path, value)
     return replace(GpuConfig(), **values)
 
 

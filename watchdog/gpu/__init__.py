@@ -6,11 +6,13 @@ start), `pid_map` (GPU process to container through /proc). Judge (pure): `readi
 showed: GPUs, processes, driver state, PCI bus IDs), `xid` (the Xid table and
 its verdict), `marks` (quarantine, drain and reset marks, and the response to an Xid), `vram`
 (is a model still in GPU memory), `assignment` (which GPUs a container uses), `orphans` (GPU
-processes no running container owns), `status_view` (the GPUs as status shows them), `findings`
-(what one cycle found). Act (I/O): `xid_responder` (Xids and lost GPUs answered), `mark_book` (the
-marks in force, alerts said once), `orphan_watch` (orphans said once, the opt-in kill), `reset`
-(the opt-in GPU reset), `driver_state` (the driver's state, said once). `supervisor` composes them
-and drives the GPU side of each cycle of the loop.
+processes no running container owns), `counter_trend` (an error counter's trend and when it
+reaches its limit), `status_view` (the GPUs as status shows them), `findings` (what one cycle
+found). Act (I/O): `xid_responder` (Xids and lost GPUs answered), `mark_book` (the marks in force,
+alerts said once), `orphan_watch` (orphans said once, the opt-in kill), `reset` (the opt-in GPU
+reset), `driver_state` (the driver's state, said once), `maintenance_watch` (counter samples in
+the journal, the "schedule maintenance" alert). `supervisor` composes them and drives the GPU side
+of each cycle of the loop.
 """
 
 # The modules here that do no I/O and read no clock (checked by tests/unit/test_purity.py).
@@ -24,4 +26,5 @@ PURE_MODULES: tuple[str, ...] = (
     "status_view",
     "readings",
     "health_score",
+    "counter_trend",
 )

@@ -325,6 +325,15 @@ def render_gpus(gpu: dict[str, Any], now: float) -> list[str]:
         costs = [c["evidence"] for c in score.get("contributions") or [] if c["factor"] < 1]
         if costs:
             lines.append(f"  GPU {row['index']} health {score['score']:.2f}: {'; '.join(costs)}")
+        for signal, trend in (row.get("maintenance") or {}).items():
+            if trend["verdict"] in ("linear", "noisy", "accelerating"):
+                hours = trend["predicted_hours"]
+                when = "?" if hours is None else f"{hours:.1f} h"
+                lines.append(
+                    f"  GPU {row['index']} {signal}: {trend['verdict']} (confidence {trend['confidence']:.3f}), "
+                    f"{trend['level']:g} of {trend['limit']:g} in {when}"
+                    + (" (ALERT: schedule maintenance)" if trend["alert"] else "")
+                )
     for uuid, mark in marks.items():
         hint = "reboot the host" if mark["condition"] == "quarantined" else "reset the GPU"
         lines.append(
