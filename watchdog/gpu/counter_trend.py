@@ -13,6 +13,9 @@ counter's samples:
   walk finds "curvature" in plain noise.
 - flat: the mean rate is not significantly above zero (a t-test at `confidence`); accelerating: the
   slope b is significantly above zero (one-sided t-test on b, from the residuals, at `confidence`)
+  AND the rates rise by rank too (Spearman's correlation of rate with time, one-sided, at
+  `confidence`: one big burst of errors late in the window can tip the least-squares slope, not the
+  ranks; in bench/ecc_trend.py the t-test alone raised a false alarm on a bursty steady history)
   AND the fitted rate at the latest sample is at least `min_growth` times the rate at the window's
   start (a slope that is "significant" but small beside the rate is not worth an alert); linear or
   noisy otherwise: noisy when the counts scatter around the line more than `NOISY_DISPERSION` times
@@ -49,8 +52,8 @@ class PredictConfig:
     enabled: bool = True
     window: float = 7 * 86400.0  # s: samples older than this are pruned and not fitted
     sample_interval: float = 600.0  # s: at most one sample per GPU this often (kept in the journal)
-    min_samples: int = 24  # fewer samples in the window: no verdict yet
-    confidence: float = 0.99  # one-sided t-test level for "rising" and "accelerating"
+    min_samples: int = 144  # fewer samples in the window: no verdict yet (144: a day at the default interval)
+    confidence: float = 0.999  # one-sided t-test level for "rising" and "accelerating" (judged at every sample)
     min_growth: float = 2.0  # accelerating: the fitted rate now >= this x the rate at the window's start
     horizon_hours: float = 168.0  # alert only when the limit is predicted within this many hours
     limits: Mapping[str, float] = field(default_factory=lambda: DEFAULT_LIMITS)
@@ -71,7 +74,7 @@ class Trend:
 
     verdict: TrendVerdict
     confidence: float  # of the verdict: rising (linear/noisy), not rising (flat), accelerating
-    acceleration: float  # one-sided confidence that the rate grows (any verdict)
+    acceleration: float  # one-sided confidence that the rate grows, the lower of the t and rank tests
     samples: int
     level: float  # the counter at the latest sample, resets carried over
     rate_per_hour: float  # the fitted rate at the latest sample
@@ -100,6 +103,11 @@ class Trend:
         }
 
 
+def shown_confidence(confidence: float) -> str:
+    """Three decimals, and never "1.000": a test gives near-certainty, not certainty."""
+    return f"{confidence:.3f}" if confidence < 0.9995 else ">0.999"
+
+
 def judge(samples: Sequence[tuple[float, float]], *, limit: float, config: PredictConfig) -> Trend:
     """The trend of one counter from its (time s, value) samples, in any order."""
     points = sorted({t: v for t, v in samples}.items())
@@ -117,7 +125,9 @@ def judge(samples: Sequence[tuple[float, float]], *, limit: float, config: Predi
     if fit.mean <= 0:
         return trend(TrendVerdict.FLAT, 1.0, 0.0, 0.0, _hours_left(level, limit, 0.0, 0.0))
     rising = _t_cdf(fit.mean_t, len(rates) - 1)
-    acceleration = _t_cdf(fit.slope_t, len(rates) - 2) if fit.slope > 0 else 0.0
+    acceleration = (
+        min(_t_cdf(fit.slope_t, len(rates) - 2), _rank_rise([r for _, r, _ in rates])) if fit.slope > 0 else 0.0
+    )
     if rising < config.confidence:
         return trend(TrendVerdict.FLAT, 1.0 - rising, acceleration, fit.mean, _hours_left(level, limit, 0.0, 0.0))
     start = rates[0][0] - rates[0][2] / 2  # the window's start, relative to the latest sample
@@ -183,6 +193,36 @@ def _fit(rates: Sequence[tuple[float, float, float]]) -> _Fit:
         slope_t=_ratio(slope, slope_se, scale=abs(mean) / max(math.sqrt(sxx / weight), 1e-12)),
         dispersion=residual / (m * mean) if mean > 0 else 0.0,
     )
+
+
+def _rank_rise(rates: Sequence[float]) -> float:
+    """One-sided confidence that rates rise with time, by Spearman's rank correlation (ties averaged)."""
+    n = len(rates)
+    ranked = _ranks(rates)
+    mean = (n + 1) / 2.0  # of 1..n, and of the averaged ranks too
+    cov = sum((i + 1 - mean) * (r - mean) for i, r in enumerate(ranked))
+    spread = sum((r - mean) ** 2 for r in ranked)
+    if spread <= 0 or n < 3:
+        return 0.0
+    rho = cov / math.sqrt(spread * (n * n - 1) * n / 12.0)
+    if rho >= 1.0:
+        return 1.0
+    return _t_cdf(rho * math.sqrt((n - 2) / (1.0 - rho * rho)), n - 2)
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks, equal values sharing their average rank."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for k in range(start, end + 1):
+            ranks[order[k]] = (start + end) / 2.0 + 1.0
+        start = end + 1
+    return ranks
 
 
 def _ratio(value: float, se: float, *, scale: float) -> float:

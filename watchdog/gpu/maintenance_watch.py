@@ -22,7 +22,7 @@ from loguru import logger
 from watchdog.config import Config
 from watchdog.entries import ALERT_MAINTENANCE, EntryKind
 from watchdog.gpu.assignment import gpu_key
-from watchdog.gpu.counter_trend import SIGNALS, Trend, judge
+from watchdog.gpu.counter_trend import SIGNALS, Trend, judge, shown_confidence
 from watchdog.gpu.mark_book import MarkBook
 from watchdog.gpu.marks import GpuCondition, mark_or_alert
 from watchdog.gpu.readings import GpuHealth, GpuReading, GpuSnapshot
@@ -51,7 +51,7 @@ def alert_text(gpu: GpuSnapshot, signal: str, trend: Trend) -> str:
     hours = trend.hours or 0.0
     return (
         f"schedule maintenance: GPU {gpu.index} ({gpu.uuid or '?'}) is predicted to reach {trend.limit:g} "
-        f"{NAMES[signal]} within {hours:.1f} hours (confidence {trend.confidence:.3f}; "
+        f"{NAMES[signal]} within {hours:.1f} hours (confidence {shown_confidence(trend.confidence)}; "
         f"{trend.level:g} now, {trend.rate_per_hour:.3g} an hour and accelerating)"
     )
 

@@ -17,6 +17,7 @@ from watchdog.config import Config
 from watchdog.containers.breaker import BreakerState, evaluate
 from watchdog.containers.diagnose import ProbeHistory
 from watchdog.entries import ActionKind, EntryKind
+from watchdog.gpu.counter_trend import shown_confidence
 from watchdog.journal import Journal
 from watchdog.model import ContainerSnapshot, Decision, Diagnosis, ProbeStatus
 
@@ -329,8 +330,9 @@ def render_gpus(gpu: dict[str, Any], now: float) -> list[str]:
             if trend["verdict"] in ("linear", "noisy", "accelerating"):
                 hours = trend["predicted_hours"]
                 when = "?" if hours is None else f"{hours:.1f} h"
+                sure = shown_confidence(trend["confidence"])
                 lines.append(
-                    f"  GPU {row['index']} {signal}: {trend['verdict']} (confidence {trend['confidence']:.3f}), "
+                    f"  GPU {row['index']} {signal}: {trend['verdict']} (confidence {sure}), "
                     f"{trend['level']:g} of {trend['limit']:g} in {when}"
                     + (" (ALERT: schedule maintenance)" if trend["alert"] else "")
                 )
