@@ -10,7 +10,7 @@ At every sample the watchdog's own pure code (`watchdog.gpu.counter_trend.judge`
 `gpu.predict`, limit 1000) judges the samples in the window, and an alert is said once per episode
 as `maintenance_watch` does. Lead time: hours from the alert to the moment the history actually
 reaches the limit. Fixed seeds: the same numbers on every run.
-Usage: python bench/ecc_trend.py [--histories 5] [--days 14]
+Usage: python bench/ecc_trend.py [--histories 20] [--days 14]
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def replay(samples: list[tuple[float, float]], config: PredictConfig, limit: flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--histories", type=int, default=5, help="per kind")
+    parser.add_argument("--histories", type=int, default=20, help="per kind")
     parser.add_argument("--days", type=float, default=14.0)
     args = parser.parse_args()
     config = PredictConfig()

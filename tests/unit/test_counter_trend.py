@@ -102,8 +102,8 @@ def test_a_counter_already_past_its_limit_is_due_now() -> None:
 
 
 def test_a_gap_while_the_watchdog_was_down_counts_as_one_long_interval() -> None:
-    samples = history(lambda h: 2 * h)
-    samples = samples[:100] + samples[300:]  # 33 hours without samples
+    samples = history(lambda h: 2 * h, hours=96)
+    samples = samples[:150] + samples[350:]  # 33 hours without samples
     assert judged(samples).verdict == TrendVerdict.LINEAR
 
 

@@ -101,7 +101,7 @@ def test_samples_and_the_episode_outlive_a_restart(tmp_path: Path) -> None:
 
 
 def test_a_new_episode_is_said_again_after_the_acceleration_stopped(tmp_path: Path) -> None:
-    watch, journal = watch_on(tmp_path, config(window=24 * HOUR))
+    watch, journal = watch_on(tmp_path, config(window=24 * HOUR, min_samples=100))
     feed(watch, accelerating, (0, 24))
     assert len(alerts(journal)) == 1
     feed(watch, lambda h: 58, (24, 50))  # the errors stop: the episode ends
@@ -171,7 +171,7 @@ def test_a_journal_from_before_the_samples_table_opens_and_stores_them(tmp_path:
 @pytest.mark.parametrize("signal", ["pcie_replays", "remapped_rows"])
 def test_every_signal_has_its_trend_in_status(tmp_path: Path, signal: str) -> None:
     watch, journal = watch_on(tmp_path)
-    feed(watch, accelerating, (0, 30))
+    feed(watch, accelerating, (0, 50))
     assert watch.views()["GPU-pm-0"][signal]["verdict"] == "flat"
     journal.close()
 

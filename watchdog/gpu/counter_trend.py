@@ -52,7 +52,7 @@ class PredictConfig:
     enabled: bool = True
     window: float = 7 * 86400.0  # s: samples older than this are pruned and not fitted
     sample_interval: float = 600.0  # s: at most one sample per GPU this often (kept in the journal)
-    min_samples: int = 144  # fewer samples in the window: no verdict yet (144: a day at the default interval)
+    min_samples: int = 288  # fewer samples in the window: no verdict yet (288: two days at the default interval)
     confidence: float = 0.999  # one-sided t-test level for "rising" and "accelerating" (judged at every sample)
     min_growth: float = 2.0  # accelerating: the fitted rate now >= this x the rate at the window's start
     horizon_hours: float = 168.0  # alert only when the limit is predicted within this many hours
