@@ -70,7 +70,7 @@ class Metrics:
         )
         self.gpu_maintenance_hours = Gauge(
             "gpu_watchdog_gpu_maintenance_predicted_hours",
-            "Hours until the counter is predicted to reach its gpu.predict limit (absent: flat or too few samples)",
+            "Hours until the counter is predicted to reach its gpu.predict limit (0: reached; absent: not rising)",
             [*GPU_LABELS, "signal"],
             registry=r,
         )
