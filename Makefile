@@ -92,6 +92,7 @@ bench: venv llama-server images litellm-proxy
 	$(PY) bench/idle_cost.py --containers 64 --probe-interval 2 --progress-interval 2 --name idle_cost_64_defaults_2s_2s
 	$(PY) bench/probe_transport.py
 	$(PY) bench/gpu_probe.py
+	$(PY) bench/ecc_trend.py
 	$(PY) bench/zero_vram.py
 	$(PY) bench/litellm_failover.py
 	$(PY) bench/group_fallback.py

@@ -89,6 +89,7 @@ class ActionKind(StrEnum):
 # Fault kinds of an ALERT entry that are not a container's FaultKind.
 ALERT_DRIVER_HUNG = "driver-hung"
 ALERT_GPU_RESET = "gpu-reset"
+ALERT_MAINTENANCE = "predicted-maintenance"  # a GPU counter's trend: schedule maintenance (gpu.predict)
 
 # The entries of a GPU mark ("gpu-" + a GpuCondition value).
 GPU_MARK_KINDS = frozenset({EntryKind.GPU_QUARANTINED, EntryKind.GPU_DRAINED, EntryKind.GPU_RESETTING})

@@ -21,6 +21,10 @@
  *                                         temp_slowdown temp_shutdown temp_gpu_max
  *                                         (0: that threshold is NOT_SUPPORTED)
  *                                         pcie_replays pci_device_id
+ *                                         ecc_rate ecc_accel: the correctable counts
+ *                                         (both) also gain ecc_rate * t +
+ *                                         ecc_accel * t^2 / 2, t: seconds since
+ *                                         the file was written (a trend over time)
  *                                         ecc=notsupported; values may be "quoted"
  *   proc <gpu_index> pid=<pid> used_mib=<mib>
  *   lost <gpu_index>                      device calls return NVML_ERROR_GPU_IS_LOST
@@ -38,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -146,6 +151,7 @@ struct scenario {
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct scenario S; /* guarded by lock */
 static int initialized;   /* nvmlInit refcount, guarded by lock */
+static double file_age;   /* seconds since the scenario file was written, guarded by lock */
 
 struct event_set { unsigned long long mask[MAX_GPUS]; unsigned int delivered; };
 
@@ -182,6 +188,7 @@ static void parse_gpu(char *cursor, struct gpu *g, unsigned int index) {
     g->temp_shutdown = 95;
     g->temp_gpu_max = 87;
     int agg_corr = 0, agg_unc = 0;
+    double ecc_rate = 0, ecc_accel = 0;
     snprintf(g->uuid, sizeof g->uuid, "GPU-00000000-0000-0000-0000-%012u", index);
     snprintf(g->bus, sizeof g->bus, "00000000:%02X:00.0", index + 1);
     copy_str(g->name, sizeof g->name, "NVIDIA Fake GPU");
@@ -215,9 +222,14 @@ static void parse_gpu(char *cursor, struct gpu *g, unsigned int index) {
         else if (!strcmp(k, "retired_sbe")) g->retired_sbe = (unsigned int)num(v);
         else if (!strcmp(k, "retired_dbe")) g->retired_dbe = (unsigned int)num(v);
         else if (!strcmp(k, "pci_device_id")) g->pci_device_id = (unsigned int)num(v);
+        else if (!strcmp(k, "ecc_rate")) ecc_rate = strtod(v, NULL);
+        else if (!strcmp(k, "ecc_accel")) ecc_accel = strtod(v, NULL);
         else if (!strcmp(k, "ecc")) g->ecc_notsupported = !strcmp(v, "notsupported");
     }
     if (!agg_corr) g->ecc_corrected_agg = g->ecc_corrected;
+    unsigned long long gained = (unsigned long long)(ecc_rate * file_age + ecc_accel * file_age * file_age / 2);
+    g->ecc_corrected += gained;
+    g->ecc_corrected_agg += gained;
     if (!agg_unc) g->ecc_uncorrected_agg = g->ecc_uncorrected;
 }
 
@@ -242,6 +254,14 @@ static void reload(void) {
     FILE *f = path ? fopen(path, "r") : NULL;
     if (!f) return;
     S.ok = 1;
+    struct stat st;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    file_age = 0;
+    if (fstat(fileno(f), &st) == 0) {
+        file_age = (double)(now.tv_sec - st.st_mtim.tv_sec) + (now.tv_nsec - st.st_mtim.tv_nsec) / 1e9;
+        if (file_age < 0) file_age = 0;
+    }
     char line[1024];
     while (fgets(line, sizeof line, f)) {
         char *cursor = line, *kind = next_token(&cursor);

@@ -8,9 +8,11 @@ that answers NVML_ERROR_NOT_SUPPORTED. Scenarios are re-read on every call, so a
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import time
 
 from tests.fake_nvml.harness import FakeNvml
 
@@ -53,6 +55,19 @@ def test_aggregate_ecc_defaults_to_the_volatile_count(fake_nvml: FakeNvml) -> No
     done = fake_nvml.run(PRELUDE + "per_gpu(lambda h: [pynvml.nvmlDeviceGetTotalEccErrors(h, e, 1) for e in (0, 1)])")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [[7, 1]]
+
+
+def test_correctable_ecc_trends_from_the_moment_the_scenario_was_written(fake_nvml: FakeNvml) -> None:
+    path = fake_nvml.use("ecc_trend")
+    written = time.time() - 100.0  # as if written 100 s ago: t^2 = 10,000 accelerating, 5 x 100 linear
+    os.utime(path, (written, written))
+    done = fake_nvml.run(PRELUDE + "per_gpu(lambda h: [pynvml.nvmlDeviceGetTotalEccErrors(h, 0, c) for c in (0, 1)])")
+    assert done.returncode == 0, done.stderr
+    flat, accelerating, linear, off = json.loads(done.stdout.strip().splitlines()[-1])
+    assert flat == [3, 3]
+    assert 10_000 <= accelerating[0] == accelerating[1] < 12_000
+    assert 500 <= linear[0] == linear[1] < 600
+    assert off == "NotSupported"
 
 
 def test_retired_pages_and_pending_status(fake_nvml: FakeNvml) -> None:

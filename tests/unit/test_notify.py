@@ -58,6 +58,7 @@ def notice(event: str = "fault", container: str | None = "llm-0", ts: float = 10
         (entry("alert", gpu="GPU-1", fault="gpu-reset"), "gpu-quarantined", "reset failed"),
         (entry("alert", fault="driver-hung"), "driver-hung", "driver hung"),
         (entry("alert", gpu="GPU-1", fault="xid-74"), "gpu-alert", "GPU ALERT GPU-1"),
+        (entry("alert", gpu="GPU-1", fault="predicted-maintenance"), "gpu-alert", "GPU GPU-1: schedule maintenance"),
         (entry("gpu-reset-ok", gpu="GPU-1"), "gpu-recovered", "back in service"),
         (entry("gpu-proven", gpu="GPU-1"), "gpu-recovered", "proven: back in rotation"),
         (entry("driver-recovered"), "driver-recovered", "answers again"),

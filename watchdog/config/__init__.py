@@ -2,9 +2,9 @@
 
 What belongs here: the settings the daemon reads (model), the small value parsers and the one
 way an error echoes a value (fields), the top-level keys and sections (parse), the notify
-section with its secrets (notify), the gpu.health section (gpu_health), the gpu.probation
-section (gpu_probation), and reading the file plus the GPU_WATCHDOG_* overrides (load).
-`from watchdog.config import X` is the interface; the modules are how it is cut.
+section with its secrets (notify), the gpu.health, gpu.probation and gpu.predict sections (gpu_health,
+gpu_probation, gpu_predict), the cluster section (cluster), and reading the file plus the GPU_WATCHDOG_*
+overrides (load). `from watchdog.config import X` is the interface; the modules are how it is cut.
 
 Pure but for one read: load_config reads the YAML file it is given. Nothing else here does
 I/O, and importing the package pulls in no client, socket or database module
@@ -67,4 +67,13 @@ __all__ = [
 
 # The modules here that do no I/O and read no clock (checked by tests/unit/test_purity.py);
 # `load` reads the file, so it is not one of them.
-PURE_MODULES: tuple[str, ...] = ("model", "fields", "parse", "notify", "gpu_health", "gpu_probation", "cluster")
+PURE_MODULES: tuple[str, ...] = (
+    "model",
+    "fields",
+    "parse",
+    "notify",
+    "gpu_health",
+    "gpu_probation",
+    "gpu_predict",
+    "cluster",
+)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from watchdog.gpu.counter_trend import PredictConfig
 from watchdog.gpu.health_score import HealthConfig
 from watchdog.gpu.probation import ProbationConfig
 from watchdog.ops.notices import NOTIFY_EVENTS
@@ -70,6 +71,7 @@ class GpuConfig:
     max_quarantined_fraction: float = 0.5  # never quarantine more than this share of the GPUs automatically
     health: HealthConfig = field(default_factory=HealthConfig)  # the score per GPU (gpu.health)
     probation: ProbationConfig = field(default_factory=ProbationConfig)  # verified return (gpu.probation)
+    predict: PredictConfig = field(default_factory=PredictConfig)  # predictive maintenance (gpu.predict)
 
 
 ALL_DOWN_MODES = ("route-anyway", "fail-fast")

@@ -26,6 +26,7 @@ from watchdog.config.fields import (
     shown_path,
 )
 from watchdog.config.gpu_health import parse_health
+from watchdog.config.gpu_predict import parse_predict
 from watchdog.config.gpu_probation import parse_probation
 from watchdog.config.model import (
     _LOG_FORMATS,
@@ -198,6 +199,8 @@ def _parse_gpu(data: Mapping[str, Any]) -> GpuConfig:
             values[key] = parse_health(path, value)
         elif key == "probation":
             values[key] = parse_probation(path, value)
+        elif key == "predict":
+            values[key] = parse_predict(path, value)
     return replace(GpuConfig(), **values)
 
 

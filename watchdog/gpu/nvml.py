@@ -86,6 +86,7 @@ def _read_one(nvml: Any, index: int) -> GpuSnapshot:
         ecc = query("ecc", lambda: _ecc(nvml, handle, "UNCORRECTED", "VOLATILE"))
         ecc_corrected = query("ecc_corrected", lambda: _ecc(nvml, handle, "CORRECTED", "VOLATILE"))
         ecc_aggregate = query("ecc_aggregate", lambda: _ecc(nvml, handle, "UNCORRECTED", "AGGREGATE"))
+        corrected_aggregate = query("ecc_corrected_aggregate", lambda: _ecc(nvml, handle, "CORRECTED", "AGGREGATE"))
         retired = query(
             "retired_pages",
             lambda: nvml.nvmlDeviceGetRetiredPages(handle, nvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR),
@@ -116,6 +117,7 @@ def _read_one(nvml: Any, index: int) -> GpuSnapshot:
         ecc_uncorrected=_int(ecc),
         ecc_corrected=_int(ecc_corrected),
         ecc_uncorrected_aggregate=_int(ecc_aggregate),
+        ecc_corrected_aggregate=_int(corrected_aggregate),
         retired_pages=len(retired) if retired is not None else None,
         retired_pages_single_bit=len(retired_sbe) if retired_sbe is not None else None,
         retired_pages_pending=bool(retired_pending) if retired_pending is not None else None,

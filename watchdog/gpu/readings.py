@@ -48,6 +48,7 @@ class GpuSnapshot:
     ecc_uncorrected: int | None = None  # volatile: since the last driver reload
     ecc_corrected: int | None = None  # volatile
     ecc_uncorrected_aggregate: int | None = None  # over the GPU's life
+    ecc_corrected_aggregate: int | None = None  # over the GPU's life
     retired_pages: int | None = None  # retired for double-bit errors
     retired_pages_single_bit: int | None = None  # retired for repeated single-bit errors
     retired_pages_pending: bool | None = None  # a retirement waits for the next driver reload

@@ -14,7 +14,13 @@ from watchdog.model import ContainerSnapshot
 
 
 def _gpu_row(
-    gpu: GpuSnapshot, mark: GpuMark | None, containers: list[str], xids: int, score: HealthScore | None
+    gpu: GpuSnapshot,
+    mark: GpuMark | None,
+    containers: list[str],
+    xids: int,
+    score: HealthScore | None,
+    *,
+    maintenance: Mapping[str, object] | None = None,
 ) -> dict[str, Any]:
     return {
         "uuid": gpu.uuid,
@@ -30,6 +36,7 @@ def _gpu_row(
         "ecc_uncorrected": gpu.ecc_uncorrected,
         "ecc_corrected": gpu.ecc_corrected,
         "ecc_uncorrected_aggregate": gpu.ecc_uncorrected_aggregate,
+        "ecc_corrected_aggregate": gpu.ecc_corrected_aggregate,
         "retired_pages": gpu.retired_pages,
         "retired_pages_single_bit": gpu.retired_pages_single_bit,
         "retired_pages_pending": gpu.retired_pages_pending,
@@ -44,6 +51,7 @@ def _gpu_row(
         "containers": containers,
         "xids": xids,
         "health_score": score.view() if score is not None else None,
+        "maintenance": dict(maintenance) if maintenance else None,  # signal -> trend (gpu.predict)
     }
 
 
@@ -58,6 +66,7 @@ def status_view(
     orphans: list[dict[str, Any]],
     pid_mapping: bool,
     scores: Mapping[str, HealthScore] | None = None,
+    maintenance: Mapping[str, Mapping[str, object]] | None = None,
 ) -> dict[str, Any]:
     """One reading's GPUs, named for an operator (container names, not IDs)."""
     names = {c.id: c.name for c in containers}
@@ -66,7 +75,8 @@ def status_view(
         key = gpu_key(gpu)
         on_it = sorted(names.get(cid, cid[:12]) for cid, a in assignments.items() if key in a.uuids)
         score = (scores or {}).get(key)
-        rows.append(_gpu_row(gpu, marks.get(key), on_it, xid_counts.get(key, 0), score))
+        trends = (maintenance or {}).get(key)
+        rows.append(_gpu_row(gpu, marks.get(key), on_it, xid_counts.get(key, 0), score, maintenance=trends))
     unresolved = {names.get(cid, cid[:12]): list(a.unresolved) for cid, a in assignments.items() if a.unresolved}
     return {
         "nvml": reading.state.value,

@@ -8,8 +8,8 @@ on; the marks already in the journal keep holding their containers.
 GpuSupervisor owns the threads and keeps the cycle's order; each job is its own
 object: `DriverState` (the driver's state, said once), `XidResponder` (Xids and
 lost GPUs answered), `MarkBook` (the marks in force, alerts said once),
-`OrphanWatch` (orphaned GPU memory), `GpuReset` (the opt-in reset), and the
-pure `status_view`.
+`OrphanWatch` (orphaned GPU memory), `GpuReset` (the opt-in reset),
+`MaintenanceWatch` (counter trends, predictive maintenance), and the pure `status_view`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from watchdog.gpu.assignment import GpuAssignment, containers_on, gpu_key, resol
 from watchdog.gpu.driver_state import DriverState
 from watchdog.gpu.findings import GpuFindings
 from watchdog.gpu.health_score import HealthScore, classed_xids, score_gpu
+from watchdog.gpu.maintenance_watch import MaintenanceWatch
 from watchdog.gpu.mark_book import MarkBook
 from watchdog.gpu.marks import GpuMark, held_containers, unusable
 from watchdog.gpu.monitor import GpuMonitor
@@ -70,6 +71,7 @@ class GpuSupervisor:
         self.xids = XidResponder(config, services.journal, self.book, self._start_reset)
         self.orphans = OrphanWatch(config, services.journal, services.client)
         self.returns = ReturnWatch(config, services.journal, self.book, clock=services.clock, wake=services.wake)
+        self.maintenance = MaintenanceWatch(config, services.journal, self.book)
         self.xid_queue = self.xids.queue  # the event thread and the kernel log feed it; the cycle drains it
         self._judged_reading: GpuReading | None = None
         self._pid_owners: dict[int, str] | None = None
@@ -153,6 +155,7 @@ class GpuSupervisor:
         self.orphans.apply_config(config)
         self.gpu_reset.apply_config(config)
         self.returns.apply_config(config)
+        self.maintenance.apply_config(config)
         if self.monitor is not None:
             self.monitor.interval = config.poll_interval
             self.monitor.threshold = config.gpu.zero_vram_threshold
@@ -209,6 +212,7 @@ class GpuSupervisor:
             self._pid_owners = self._owners(gpus)
             self._orphan_rows = self.orphans.check(gpus, self._pid_owners, containers, now)
             self._scores = self._score(reading)
+            self.maintenance.observe(reading, now)
         pid_owners = self._pid_owners
         self.xids.drain(gpus, pid_owners, self.assignments, now)
         self.xids.prune(containers)
@@ -268,4 +272,5 @@ class GpuSupervisor:
             orphans=orphans,
             pid_mapping=bool(self.host_pids),
             scores=self._scores,
+            maintenance=self.maintenance.views(),
         )

@@ -1,10 +1,13 @@
-"""What outlives the daemon in the journal: the breakers, deliberate stops, GPU marks and meta. I/O.
+"""What outlives the daemon in the journal: breakers, deliberate stops, GPU marks, counter samples, meta. I/O.
 
 These are read back at start, and re-read when another process (`gpu-watchdog reset`, `gpu
 release`) writes the file, so an operator's action and a restart of the watchdog lose nothing.
 """
 
 from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
 
 from watchdog.containers.breaker import BreakerHistory
 from watchdog.entries import ActionKind
@@ -108,6 +111,29 @@ class JournalState(JournalFile):
             marks[uuid] = GpuMark(uuid, index, state, reason, since, bool(auto))
         return marks
 
+    # -- GPU counter samples (predictive maintenance) ------------------------
+
+    def add_counter_samples(self, uuid: str, ts: float, values: Mapping[str, float], *, keep_since: float) -> None:
+        """One sample of each signal of a GPU; that GPU's samples older than `keep_since` go."""
+
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT OR REPLACE INTO gpu_counter_samples(uuid, signal, ts, value) VALUES (?,?,?,?)",
+                [(uuid, signal, ts, value) for signal, value in values.items()],
+            )
+            db.execute("DELETE FROM gpu_counter_samples WHERE uuid = ? AND ts < ?", (uuid, keep_since))
+
+        self._write("counter samples", write)
+
+    def counter_samples(self, uuid: str, since: float) -> dict[str, list[tuple[float, float]]]:
+        """Signal -> its (ts, value) samples of this GPU since `since`, oldest first."""
+        samples: dict[str, list[tuple[float, float]]] = {}
+        for signal, ts, value in self._read(
+            "SELECT signal, ts, value FROM gpu_counter_samples WHERE uuid = ? AND ts >= ? ORDER BY ts", (uuid, since)
+        ):
+            samples.setdefault(signal, []).append((ts, value))
+        return samples
+
     # -- meta ----------------------------------------------------------------
 
     def set_meta(self, key: str, value: str) -> None:
@@ -118,6 +144,9 @@ class JournalState(JournalFile):
                 (key, value),
             ),
         )
+
+    def delete_meta(self, key: str) -> None:
+        self._write("meta", lambda db: db.execute("DELETE FROM meta WHERE key = ?", (key,)))
 
     def get_meta(self, key: str) -> str | None:
         row = self._read("SELECT value FROM meta WHERE key = ?", (key,))

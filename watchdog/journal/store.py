@@ -62,6 +62,13 @@ CREATE TABLE IF NOT EXISTS gpu_marks (
     since REAL NOT NULL,
     auto INTEGER NOT NULL DEFAULT 1
 );
+CREATE TABLE IF NOT EXISTS gpu_counter_samples (
+    uuid TEXT NOT NULL,
+    signal TEXT NOT NULL,
+    ts REAL NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (uuid, signal, ts)
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL

@@ -68,6 +68,12 @@ class Metrics:
             GPU_LABELS,
             registry=r,
         )
+        self.gpu_maintenance_hours = Gauge(
+            "gpu_watchdog_gpu_maintenance_predicted_hours",
+            "Hours until the counter is predicted to reach its gpu.predict limit (0: reached; absent: not rising)",
+            [*GPU_LABELS, "signal"],
+            registry=r,
+        )
         self.gpu_xids = Gauge(
             "gpu_watchdog_gpu_xid_events", "Xid events seen since the daemon started", GPU_LABELS, registry=r
         )
@@ -147,6 +153,7 @@ class Metrics:
             self.gpu_memory_total,
             self.gpu_temperature,
             self.gpu_health_score,
+            self.gpu_maintenance_hours,
             self.gpu_xids,
             self.gpu_marked,
         ):
@@ -162,6 +169,9 @@ class Metrics:
                 self.gpu_temperature.labels(*labels).set(row["temperature"])
             if row.get("health_score"):
                 self.gpu_health_score.labels(*labels).set(row["health_score"]["score"])
+            for signal, trend in (row.get("maintenance") or {}).items():
+                if trend.get("predicted_hours") is not None:
+                    self.gpu_maintenance_hours.labels(*labels, signal).set(trend["predicted_hours"])
             self.gpu_xids.labels(*labels).set(row.get("xids") or 0)
             if row.get("mark"):
                 self.gpu_marked.labels(*labels, row["mark"]["condition"]).set(1)

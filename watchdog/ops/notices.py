@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from watchdog.entries import ALERT_DRIVER_HUNG, ALERT_GPU_RESET, GPU_MARK_KINDS, EntryKind
+from watchdog.entries import ALERT_DRIVER_HUNG, ALERT_GPU_RESET, ALERT_MAINTENANCE, GPU_MARK_KINDS, EntryKind
 
 # Event kinds an operator can filter on (a target's `events:`), in the order the README lists them.
 NOTIFY_EVENTS = (
@@ -23,7 +23,7 @@ NOTIFY_EVENTS = (
     "recovered",  # journal "recovered": healthy again
     "given-up",  # journal "give-up": the crash-loop breaker opened
     "gpu-quarantined",  # journal "gpu-quarantined|drained|resetting", or the "alert" after a failed reset
-    "gpu-alert",  # journal "alert" about a GPU with no mark (an Xid whose action is alert, or the mark cap)
+    "gpu-alert",  # journal "alert" about a GPU with no mark (an Xid whose action is alert, the mark cap, a prediction)
     "gpu-recovered",  # journal "gpu-reset-ok" (the opt-in reset worked) or "gpu-proven" (its probation passed)
     "driver-hung",  # journal "alert" with fault driver-hung
     "driver-recovered",  # journal "driver-recovered": NVML answers again
@@ -101,6 +101,8 @@ def notice_from_entry(entry: Mapping[str, Any], host: str) -> Notice | None:
             return notice("gpu-quarantined", f"GPU {gpu} quarantined (reset failed)", reason, "critical")
         if detail and detail.get("marked"):
             return None  # said with the mark itself (the gpu-<condition> entry just before it)
+        if fault == ALERT_MAINTENANCE:  # a prediction (gpu.predict): plan it, nothing broke yet
+            return notice("gpu-alert", f"GPU {gpu}: schedule maintenance", reason, "warning")
         return notice("gpu-alert", f"GPU ALERT {gpu or '(unknown GPU)'}", reason, "critical")
     return None
 

@@ -17,6 +17,7 @@ from watchdog.config import Config
 from watchdog.containers.breaker import BreakerState, evaluate
 from watchdog.containers.diagnose import ProbeHistory
 from watchdog.entries import ActionKind, EntryKind
+from watchdog.gpu.counter_trend import shown_confidence
 from watchdog.journal import Journal
 from watchdog.model import ContainerSnapshot, Decision, Diagnosis, ProbeStatus
 
@@ -332,6 +333,16 @@ def render_gpus(gpu: dict[str, Any], now: float) -> list[str]:
         costs = [c["evidence"] for c in score.get("contributions") or [] if c["factor"] < 1]
         if costs:
             lines.append(f"  GPU {row['index']} health {score['score']:.2f}: {'; '.join(costs)}")
+        for signal, trend in (row.get("maintenance") or {}).items():
+            if trend["verdict"] in ("linear", "noisy", "accelerating"):
+                hours = trend["predicted_hours"]
+                when = "?" if hours is None else f"{hours:.1f} h"
+                sure = shown_confidence(trend["confidence"])
+                lines.append(
+                    f"  GPU {row['index']} {signal}: {trend['verdict']} (confidence {sure}), "
+                    f"{trend['level']:g} of {trend['limit']:g} in {when}"
+                    + (" (ALERT: schedule maintenance)" if trend["alert"] else "")
+                )
     for uuid, mark in marks.items():
         hint = "reboot the host" if mark["condition"] == "quarantined" else "reset the GPU"
         lines.append(
