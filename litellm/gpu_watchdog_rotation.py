@@ -132,6 +132,15 @@ def call_deployment(kwargs: dict[str, Any]) -> tuple[str | None, str]:
     return (str(ident) if ident is not None else None), str(group)
 
 
+def call_id(kwargs: Any) -> str | None:
+    """The attempt's litellm_call_id (the same in its pre-call and its success or failure event)."""
+    if not isinstance(kwargs, dict):
+        return None
+    params = kwargs.get("litellm_params") or {}
+    value = kwargs.get("litellm_call_id") or (params.get("litellm_call_id") if isinstance(params, dict) else None)
+    return str(value) if value else None
+
+
 def seconds_between(start: Any, end: Any) -> float | None:
     try:
         delta = end - start
@@ -218,13 +227,29 @@ class RotationFilter(CustomLogger):  # type: ignore[misc]
     ) -> list[Any]:
         return self.select(healthy_deployments, model)
 
+    def log_pre_api_call(self, model: Any, messages: Any, kwargs: Any) -> None:
+        """LiteLLM's pre-call hook, once per attempt just before it is sent: the attempt is in flight (never raises)."""
+        try:
+            ident, group = call_deployment(kwargs)
+            call = call_id(kwargs)
+            if ident is None or call is None:
+                return
+            now = time.time()
+            self.book.started(call, ident, group, now)
+            self._report(now)
+        except Exception as exc:
+            log.warning("gpu-watchdog in-flight: attempt not counted (%s)", exc)
+
     def outcome(self, kwargs: dict[str, Any], start_time: Any, end_time: Any, *, failed: bool) -> None:
-        """One attempt's outcome into the book (never raises)."""
+        """One attempt's outcome into the book (never raises); it is no longer in flight."""
         try:
             ident, group = call_deployment(kwargs)
             if ident is None:
                 return
             now = time.time()
+            call = call_id(kwargs)
+            if call is not None:
+                self.book.ended(call, ident)
             if failed:
                 kind = outliers.failure_kind(kwargs.get("exception"))
                 if self.book.failure(ident, group, kind, now):

@@ -26,6 +26,7 @@ class EntryKind(StrEnum):
     GIVEN_UP = "given-up"
     IN_PROGRESS = "in-progress"
     HELD = "held"
+    DRAIN = "drain"  # draining before an action (the planner's verdict, a planned GPU reset, an operator's drain)
     DRY_RUN = "dry-run"  # would restart (dry-run mode)
     # containers: a restart's life (the loop's restart tracker)
     RESTART_CALL = "restart-call"  # the `docker restart` call returned; detail has its timing
@@ -35,6 +36,12 @@ class EntryKind(StrEnum):
     RESTART_GONE = "restart-gone"
     RECONCILED = "reconciled"  # a restart a killed watchdog left in flight, settled at start
     RESET = "reset"  # an operator reset the breaker (`gpu-watchdog reset NAME`)
+    # drains (router/drain.py, router/drain_watch.py)
+    DRAINED = "drained"  # its in-flight requests finished; the action goes ahead
+    DRAIN_TIMED_OUT = "drain-timed-out"  # drain.timeout passed with requests in flight; the action goes ahead
+    DRAIN_REQUESTED = "drain-requested"  # an operator's `gpu-watchdog drain NAME|GPU`
+    DRAIN_ENDED = "drain-ended"  # an operator's `gpu-watchdog drain --end NAME|GPU`
+    REPLICA_FLOOR = "replica-floor"  # a model group has fewer serving replicas than drain.min_replicas
     # the engine and the daemon
     ENGINE_DOWN = "engine-down"
     ENGINE_UP = "engine-up"
@@ -94,6 +101,7 @@ VERDICT_KINDS = frozenset(
         EntryKind.GIVEN_UP,
         EntryKind.IN_PROGRESS,
         EntryKind.HELD,
+        EntryKind.DRAIN,
     }
 )
 

@@ -14,6 +14,7 @@ import click
 from watchdog import __version__
 from watchdog.cli.context import EXIT_RUNTIME, EXIT_USAGE, Context, fail
 from watchdog.cli.daemon import run_command, start_daemon
+from watchdog.cli.drain import drain_command
 from watchdog.cli.fleet import doctor, healthcheck, plan_command, reset, status
 from watchdog.cli.gpu import gpu
 from watchdog.cli.litellm import litellm
@@ -110,7 +111,9 @@ def cli(
         click.echo(ctx.get_help())
 
 
-for command in (run_command, status, reset, plan_command, report, healthcheck, doctor, litellm, gpu, notify_command):
+for command in (
+    run_command, status, reset, drain_command, plan_command, report, healthcheck, doctor, litellm, gpu, notify_command
+):  # fmt: skip
     cli.add_command(command)
 
 

@@ -269,9 +269,12 @@ class Watchdog:
             )
             for f in diagnosis.faults
         }
+        drains = self.services.drains
         return plan(
-            diagnosis.faults, by_id, breakers, set(self.in_flight), budget, config=self.config, now=now, held=gpu.held
-        )
+            diagnosis.faults, by_id, breakers, set(self.in_flight), budget, config=self.config, now=now, held=gpu.held,
+            ready=diagnosis.ready, drained=drains.finished() if self.config.drain.enabled else None,
+            draining=set(drains.drains) - drains.finished(),
+        )  # fmt: skip
 
     def _act(self, decisions: list[Decision], by_id: dict[str, ContainerSnapshot], now: float) -> None:
         """Carry out the restarts (or announce them in a dry run); journal the other verdicts once."""

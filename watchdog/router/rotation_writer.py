@@ -51,9 +51,12 @@ class RotationWriter:
         journal: Journal,
         problems: Problems,
         cleared: Callable[[], Mapping[str, float]] = dict,
+        *,
+        draining: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self.config = config
         self.cleared = cleared  # deployment -> when the watchdog cleared it (router_feedback)
+        self.draining = draining  # container ID -> "draining: why" (router/drain.py): out, whatever else holds
         self.journal = journal
         self.problems = problems
         self._rotation: dict[str, bool] = {}
@@ -94,7 +97,8 @@ class RotationWriter:
     ) -> list[RotationEntry]:
         containers, diagnosis, histories, held = view.containers, view.diagnosis, view.histories, view.gpu.held
         suspects = view.serving.suspects
-        ready = set(diagnosis.ready) - set(held) - set(suspects)
+        draining = self.draining()
+        ready = set(diagnosis.ready) - set(held) - set(suspects) - set(draining)
         # Not probed yet in this life, no fault, no note (a watchdog start, not a restart, which
         # is "starting"): keep what it was, and in at first sight, as LiteLLM alone would route it.
         was_out = {d.container for d in deployments if self._rotation.get(d.id) is False}
@@ -105,7 +109,7 @@ class RotationWriter:
             and c.state == ContainerState.RUNNING
             and not (histories.get(c.id) and histories[c.id].results)
         }
-        why_not = {**suspects, **why_not_serving(diagnosis, view.decisions, held)}
+        why_not = {**suspects, **why_not_serving(diagnosis, view.decisions, held), **draining}
         for container in containers:  # a hang shows first as one failed probe, before it is a fault
             results = histories[container.id].results if container.id in histories else ()
             if container.id not in why_not and results and results[-1].status != ProbeStatus.OK:

@@ -19,6 +19,7 @@ from watchdog.router.router_feedback import (
     REPORT_PREFIX,
     STALE_AFTER,
     DeploymentReport,
+    in_flight_of,
     merge_reports,
     news,
     parse_report,
@@ -100,6 +101,11 @@ class ReportReader:
         if why != "ok" and self._said.get(name) != kind:
             logger.info("router report {} ignored: {}", name, why)
         self._said[name] = kind
+
+    def in_flight(self) -> dict[str, int]:
+        """Deployment -> attempts in flight over every fresh report (the drains wait on these)."""
+        with self._lock:
+            return in_flight_of([r for _, reports in self._files.values() for r in reports])
 
     def reports(self) -> dict[str, DeploymentReport]:
         with self._lock:

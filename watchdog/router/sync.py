@@ -23,6 +23,7 @@ from watchdog.model import NoteKind
 from watchdog.router.capacity import CapacityPlan, plan_capacity, planned_members
 from watchdog.router.capacity_watch import CapacityWatch
 from watchdog.router.config_writer import ConfigWriter
+from watchdog.router.drain_watch import DrainWatch
 from watchdog.router.feedback_watch import RouterFeedback
 from watchdog.router.litellm_config import RouterTemplate, deployment_set
 from watchdog.router.problems import Problems
@@ -44,13 +45,16 @@ class RouterSync:
         self.capacity = CapacityWatch(services.journal)
         self.config_writer = ConfigWriter(config, self.problems)
         self.feedback = RouterFeedback(config, services, lambda: self.rotation.path.parent)
-        self.rotation = RotationWriter(config, services.journal, self.problems, lambda: self.feedback.cleared)
+        self.drains = DrainWatch(config, services, self.feedback.reader.in_flight)
+        self.rotation = RotationWriter(
+            config, services.journal, self.problems, lambda: self.feedback.cleared, draining=services.drains.out
+        )
         self.proxy = ProxySync(config, services, self.problems)
         self.errors = 0
 
     def apply_config(self, config: Config) -> None:
         self.config = config
-        for part in (self.config_writer, self.rotation, self.proxy, self.feedback):
+        for part in (self.config_writer, self.rotation, self.proxy, self.feedback, self.drains):
             part.apply_config(config)
 
     @property
@@ -73,6 +77,7 @@ class RouterSync:
         """Never raises: the router must not stop the healing."""
         containers, marks = view.containers, view.gpu.marks
         try:
+            self.drains.cycle(view, now)  # first: the rotation below takes out what drains
             stopped = {n.container_id for n in view.diagnosis.notes if n.kind == NoteKind.DELIBERATE_STOP}
             given_up = given_up_names(view.decisions)
             policy = self.config.capacity
@@ -117,4 +122,5 @@ class RouterSync:
                 "restarting_proxy": self.proxy.restart is not None,
                 "problems": self.problems.messages(),
             },
+            "drains": self.drains.board.view(),
         }
