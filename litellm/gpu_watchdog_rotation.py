@@ -14,6 +14,11 @@ is never dropped. When every candidate of a model is out, `all_down` decides:
 can never black-hole a model; "fail-fast" returns none, and the client gets an
 immediate error instead of waiting on a dead backend's timeout.
 
+In flight too: LiteLLM's pre-call hook (once per attempt, just before it is sent) counts an attempt
+in flight until its success event (a stream's comes at its end) or its failure; the counts per
+deployment go into the report below, and the watchdog drains a deployment on them before a
+planned restart or GPU reset.
+
 Outcomes too (LiteLLM's success and failure hooks on the same callback): the outlier book
 (gpu_watchdog_outliers.py) ejects a deployment after `outlier.consecutive` failures in a row on real
 traffic, at once and on its own, within its bounds, whether or not the watchdog is there (it is the
@@ -137,7 +142,12 @@ def call_id(kwargs: Any) -> str | None:
     if not isinstance(kwargs, dict):
         return None
     params = kwargs.get("litellm_params") or {}
-    value = kwargs.get("litellm_call_id") or (params.get("litellm_call_id") if isinstance(params, dict) else None)
+    metadata = kwargs.get("metadata") or (params.get("metadata") if isinstance(params, dict) else None) or {}
+    value = (
+        kwargs.get("litellm_call_id")
+        or (params.get("litellm_call_id") if isinstance(params, dict) else None)
+        or (metadata.get("litellm_call_id") if isinstance(metadata, dict) else None)
+    )
     return str(value) if value else None
 
 
@@ -275,6 +285,19 @@ class RotationFilter(CustomLogger):  # type: ignore[misc]
 
     async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self.outcome(kwargs, start_time, end_time, failed=True)
+
+    async def async_post_call_failure_deployment_hook(
+        self, request_data: Any, exception: Any, call_type: Any, fallback_depth: Any = None
+    ) -> None:
+        """Once per failed attempt, retries included (async_log_failure_event is once per client request)."""
+        try:
+            data = dict(request_data)
+            ident, call = call_deployment(data)[0], call_id(data)
+            if ident is not None and call is not None:
+                self.book.ended(call, ident)
+                self._report(time.time())
+        except Exception as exc:
+            log.warning("gpu-watchdog in-flight: attempt end not counted (%s)", exc)
 
     def report_path(self) -> Path:
         name = f"router-report-{socket.gethostname()}-{os.getpid()}.json"

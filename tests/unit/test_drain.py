@@ -1,0 +1,272 @@
+"""Drains and the replica floor (issue 15, points 3 and 4): urgency, the floor, the drain state machine, the plan."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from watchdog.config import Config, ConfigError, DrainConfig, parse_config
+from watchdog.containers.plan import RestartBudget, plan
+from watchdog.containers.urgency import below_floor, may_take_out, urgency, xid_urgency
+from watchdog.entries import EntryKind
+from watchdog.model import ContainerSnapshot, ContainerSpec, ContainerState, Decision, Fault, FaultKind, Verdict
+from watchdog.router.drain import SETTLE, Drain, DrainBoard, DrainPurpose, DrainState, InFlightSeen, step
+from watchdog.router.drain_watch import operator_targets
+from watchdog.router.router_feedback import in_flight_of, parse_report
+
+NOW = 10_000.0
+CFG = replace(Config(), max_concurrent_restarts=5)
+
+
+def fault(name: str, kind: FaultKind = FaultKind.UNHEALTHY, **evidence: object) -> Fault:
+    return Fault(f"id-{name}", name, kind, 100.0, f"{name}: {kind.value}", evidence=evidence or None)
+
+
+def snap(name: str, model: str | None = "qwen") -> ContainerSnapshot:
+    return ContainerSnapshot(
+        id=f"id-{name}", name=name, state=ContainerState.RUNNING, spec=ContainerSpec(model=model, gpus=("0",))
+    )
+
+
+def decide(
+    faults: list[Fault],
+    containers: list[ContainerSnapshot],
+    *,
+    ready: tuple[str, ...] = (),
+    drained: tuple[str, ...] | None = (),
+    draining: tuple[str, ...] = (),
+    in_progress: tuple[str, ...] = (),
+    config: Config = CFG,
+) -> list[Decision]:
+    return plan(
+        faults,
+        {c.id: c for c in containers},
+        {},
+        in_progress,
+        RestartBudget(),
+        config=config,
+        now=NOW,
+        ready=ready,
+        drained=drained,
+        draining=draining,
+    )
+
+
+# -- urgency: one table -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kind", [FaultKind.STOPPED, FaultKind.WEDGED, FaultKind.ENDPOINT_FAILING, FaultKind.ZERO_VRAM, FaultKind.GPU_XID]
+)
+def test_dead_hung_wedged_and_gpu_faults_are_urgent(kind: FaultKind) -> None:
+    urgent, why = urgency(fault("a", kind))
+    assert urgent and why.startswith(kind.value)
+
+
+def test_an_unhealthy_healthcheck_can_wait_for_a_drain() -> None:
+    assert urgency(fault("a", FaultKind.UNHEALTHY))[0] is False
+
+
+def test_uncorrectable_ecc_resets_do_not_wait_other_reset_xids_do() -> None:
+    assert xid_urgency(48)[0] and xid_urgency(95)[0]
+    assert "silent corruption" in xid_urgency(48)[1]
+    assert not xid_urgency(119)[0] and not xid_urgency(64)[0] and not xid_urgency(None)[0]
+
+
+# -- the floor ----------------------------------------------------------------
+
+
+def test_taking_out_the_last_serving_replica_is_refused_with_what_would_be_left() -> None:
+    allowed, reason = may_take_out({"a"}, 1, name="a", group="qwen", size=2)
+    assert not allowed
+    assert reason == "would leave group qwen with 0 of 2 replicas serving (floor 1)"
+
+
+def test_taking_out_one_of_two_serving_replicas_keeps_the_floor_of_one() -> None:
+    assert may_take_out({"a", "b"}, 1, name="a", group="qwen", size=2) == (
+        True,
+        "leaves group qwen with 1 of 2 replicas serving (floor 1)",
+    )
+
+
+def test_no_group_or_a_zero_floor_never_refuses() -> None:
+    assert may_take_out(set(), 1, name="a", group=None)[0]
+    assert may_take_out({"a"}, 0, name="a", group="qwen")[0]
+
+
+def test_below_floor_says_so_and_says_nothing_at_the_floor() -> None:
+    assert below_floor({"a"}, ["a", "b"], 1, "qwen") is None
+    said = below_floor(set(), ["a", "b"], 1, "qwen")
+    assert said is not None and "cannot keep the replica floor of group qwen: 0 of 2" in said
+
+
+# -- the drain state machine -----------------------------------------------------
+
+
+def drain(timeout: float = 60.0, started: float = NOW) -> Drain:
+    return Drain("id-a", "a", DrainPurpose.RESTART, "restart for unhealthy", started, timeout)
+
+
+def test_a_drain_waits_while_the_proxy_or_the_server_shows_requests_in_flight() -> None:
+    d = step(drain(), InFlightSeen(router=1, server=0, server_at=NOW + 1), NOW + 5)
+    assert d.state == DrainState.DRAINING and d.in_flight == 1
+    d = step(d, InFlightSeen(router=0, server=2, server_at=NOW + 5), NOW + 6)
+    assert d.state == DrainState.DRAINING and d.in_flight == 2
+
+
+def test_a_drain_ends_when_every_source_says_zero() -> None:
+    d = step(drain(), InFlightSeen(router=0, server=0, server_at=NOW + 3), NOW + 3)
+    assert d.state == DrainState.DRAINED and d.ended_at == NOW + 3
+    assert "proxy 0, server 0" in d.reason
+
+
+def test_a_drain_does_not_end_before_the_proxy_can_have_seen_the_rotation() -> None:
+    d = step(drain(), InFlightSeen(router=0), NOW + SETTLE / 2)
+    assert d.state == DrainState.DRAINING
+
+
+def test_a_server_sample_from_before_the_drain_says_nothing() -> None:
+    d = step(drain(), InFlightSeen(server=0, server_at=NOW - 1), NOW + SETTLE + 1)
+    assert d.state == DrainState.DRAINING
+
+
+def test_with_no_source_at_all_the_drain_goes_on_after_the_settle_time() -> None:
+    d = step(drain(), InFlightSeen(), NOW + SETTLE)
+    assert d.state == DrainState.DRAINED and "nothing shows its in-flight requests" in d.reason
+
+
+def test_a_drain_times_out_with_requests_in_flight_and_says_so() -> None:
+    d = step(drain(timeout=30), InFlightSeen(router=2), NOW + 30)
+    assert d.state == DrainState.TIMED_OUT
+    assert "timed out after 30 s" in d.reason and "proxy 2" in d.reason
+
+
+def test_an_ended_drain_stays_ended() -> None:
+    d = step(drain(), InFlightSeen(router=0), NOW + 3)
+    assert step(d, InFlightSeen(router=5), NOW + 4) is d
+
+
+def test_the_board_keeps_one_drain_a_container_and_reports_those_that_end() -> None:
+    board = DrainBoard()
+    assert board.request(drain())
+    assert not board.request(replace(drain(), why="another"))
+    assert board.out() == {"id-a": "draining: restart for unhealthy"}
+    assert board.advance({"id-a": InFlightSeen(router=1)}, NOW + 3) == []
+    ended = board.advance({"id-a": InFlightSeen(router=0)}, NOW + 4)
+    assert [d.state for d in ended] == [DrainState.DRAINED]
+    assert board.finished() == {"id-a"} and board.out() == {"id-a": "drained: restart for unhealthy"}
+    assert board.view()["a"]["state"] == "drained"
+    assert [d.container for d in board.release(["id-a"])] == ["a"] and not board.drains
+
+
+# -- the plan: drain first, floor, stagger -------------------------------------------
+
+
+def test_a_fault_that_can_wait_is_drained_before_its_restart() -> None:
+    containers = [snap("a"), snap("b")]
+    [first] = decide([fault("a")], containers, ready=("id-b",))
+    assert first.verdict == Verdict.DRAIN and "draining before the restart" in first.reason
+    [then] = decide([fault("a")], containers, ready=("id-b",), drained=("id-a",))
+    assert then.verdict == Verdict.RESTART
+
+
+def test_an_urgent_fault_is_restarted_at_once_without_a_drain() -> None:
+    [decision] = decide([fault("a", FaultKind.STOPPED)], [snap("a"), snap("b")], ready=("id-b",))
+    assert decision.verdict == Verdict.RESTART
+
+
+def test_an_urgent_fault_is_restarted_even_when_it_leaves_the_group_under_its_floor() -> None:
+    [decision] = decide([fault("a", FaultKind.STOPPED)], [snap("a")])
+    assert decision.verdict == Verdict.RESTART
+
+
+def test_drains_off_restart_at_once() -> None:
+    [decision] = decide([fault("a")], [snap("a"), snap("b")], ready=("id-b",), drained=None)
+    assert decision.verdict == Verdict.RESTART
+
+
+def test_the_floor_defers_the_second_restart_in_a_group_of_two() -> None:
+    decisions = decide([fault("a"), fault("b")], [snap("a"), snap("b")])
+    assert [(d.fault.container, d.verdict) for d in decisions] == [("a", Verdict.DRAIN), ("b", Verdict.DEFER)]
+    assert "would leave group qwen with 0 of 2 replicas serving (floor 1)" in decisions[1].reason
+
+
+def test_a_replica_restarting_or_draining_does_not_count_as_serving() -> None:
+    containers = [snap("a"), snap("b")]
+    [decision] = decide([fault("b")], containers, in_progress=("a",))
+    assert decision.verdict == Verdict.DEFER
+    [decision] = decide([fault("b")], containers, draining=("id-a",))
+    assert decision.verdict == Verdict.DEFER
+
+
+def test_once_the_first_is_back_the_second_may_go() -> None:
+    [decision] = decide([fault("b")], [snap("a"), snap("b")], ready=("id-a",))
+    assert decision.verdict == Verdict.DRAIN
+
+
+def test_containers_without_a_model_group_have_no_floor() -> None:
+    [decision] = decide([fault("a")], [snap("a", model=None)])
+    assert decision.verdict == Verdict.DRAIN
+
+
+def test_a_floor_of_zero_lets_the_last_replica_go() -> None:
+    config = replace(CFG, drain=DrainConfig(min_replicas=0))
+    [decision] = decide([fault("a")], [snap("a")], config=config)
+    assert decision.verdict == Verdict.DRAIN
+
+
+# -- config, operator requests, the proxy's report ------------------------------------
+
+
+def test_drain_config_parses_and_rejects_bad_values_by_name() -> None:
+    config = parse_config({"drain": {"timeout": 30, "min_replicas": 2, "enabled": False}})
+    assert config.drain == DrainConfig(enabled=False, timeout=30.0, min_replicas=2)
+    with pytest.raises(ConfigError, match=r"drain\.min_replicas"):
+        parse_config({"drain": {"min_replicas": -1}})
+    with pytest.raises(ConfigError, match="drain"):
+        parse_config({"drain": {"timeuot": 3}})
+
+
+def test_an_operator_drain_holds_until_it_is_ended() -> None:
+    rows = [
+        {"id": 1, "kind": EntryKind.DRAIN_REQUESTED, "container": "a", "gpu": None, "ts": 5.0},
+        {"id": 2, "kind": EntryKind.DRAIN_REQUESTED, "container": None, "gpu": "GPU-1", "ts": 6.0},
+        {"id": 3, "kind": EntryKind.DRAIN_ENDED, "container": "a", "gpu": None, "ts": 7.0},
+    ]
+    assert operator_targets(rows) == {"GPU-1": 6.0}
+
+
+def test_the_report_carries_in_flight_summed_over_proxy_processes() -> None:
+    text = '{"version": 1, "written_at": 100, "deployments": {"d1": {"in_flight": 2}, "d2": {}}}'
+    first, why = parse_report(text, "router-report-h-1.json", 100.0)
+    second, _ = parse_report(text, "router-report-h-2.json", 100.0)
+    assert why == "ok"
+    assert in_flight_of([*first, *second]) == {"d1": 4}
+
+
+def load_outliers() -> ModuleType:
+    path = Path(__file__).resolve().parents[2] / "litellm" / "gpu_watchdog_outliers.py"
+    spec = importlib.util.spec_from_file_location("gpu_watchdog_outliers", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("gpu_watchdog_outliers", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_proxy_counts_an_attempt_in_flight_from_its_pre_call_to_its_end() -> None:
+    outliers = load_outliers()
+    book = outliers.OutlierBook()
+    book.started("call-1", "d1", "qwen", 10.0)
+    book.started("call-1", "d1", "qwen", 10.0)  # the same attempt seen twice: counted once
+    book.started("call-2", "d1", "qwen", 11.0)
+    assert book.document(12.0, "h", 1)["deployments"]["d1"]["in_flight"] == 2
+    book.ended("call-1", "d1")
+    book.ended("call-9", "d1")  # an end with no start changes nothing
+    assert book.in_flight(12.0) == {"d1": 1}
+    assert book.in_flight(11.0 + outliers.IN_FLIGHT_MAX + 1) == {"d1": 0}, "a lost end event is forgotten"
