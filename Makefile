@@ -96,6 +96,7 @@ bench: venv llama-server images litellm-proxy
 	$(PY) bench/soak.py --minutes 30
 	$(PY) bench/serving_faults.py --mode both
 	$(PY) bench/saturation.py --minutes 10
+	$(PY) bench/planned_reset.py --mode both
 
 # The no-GPU demo (GPUs SIMULATED through the fake NVML driver); see compose/demo/demo.py.
 demo: venv fake-nvml images litellm-proxy

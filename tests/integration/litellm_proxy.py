@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from tests.integration.harness import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 LITELLM_VENV = ROOT / ".venv-litellm"
 LITELLM_BIN = LITELLM_VENV / "bin" / "litellm"
@@ -71,6 +73,35 @@ def client(port: int) -> httpx.Client:
         timeout=60,
         trust_env=False,
     )
+
+
+# This checkout's stand-in server (it streams), mounted over the image's, whatever version the shared image holds.
+STREAMING_STANDIN = {
+    "volumes": {str(ROOT / "compose" / "standin" / "server.py"): {"bind": "/app/server.py", "mode": "ro"}}
+}
+
+
+def streaming_pair(fleet: Any, token_seconds: float, slots: int, **options: Any) -> dict[int, str]:
+    """Stand-ins b0 and b1 on GPUs 0 and 1, one model group (qwen), streaming at `token_seconds` a token; ready.
+
+    `options`: more of Fleet.start's (a healthcheck, a start period). Returns GPU -> container name.
+    """
+    names = {}
+    for gpu in range(2):
+        container = fleet.start(
+            f"b{gpu}",
+            gpu=str(gpu),
+            role="chat",
+            model="qwen",
+            host_port=free_port(),
+            env={"TOKEN_SECONDS": str(token_seconds), "SLOTS": str(slots)},
+            run_options=STREAMING_STANDIN,
+            **options,
+        )
+        names[gpu] = container.name
+    for gpu in range(2):
+        fleet.wait_ready(f"b{gpu}")
+    return names
 
 
 class Stream:

@@ -26,8 +26,6 @@ pytestmark = pytest.mark.engine
 TEMPLATE = ROOT / "litellm" / "config.template.yaml"
 TOKEN_SECONDS = 0.1
 LONG = 80  # tokens: an 8 s stream
-# This checkout's stand-in (it streams), whatever version the shared image holds.
-STANDIN = {"volumes": {str(ROOT / "compose" / "standin" / "server.py"): {"bind": "/app/server.py", "mode": "ro"}}}
 SICK = "/dev/shm/sick"  # the engine healthcheck fails while this file exists; /health still answers
 HEALTHCHECK = {
     "test": ["CMD", "python3", "-c", f"import os, sys; sys.exit(os.path.exists('{SICK}'))"],
@@ -58,22 +56,8 @@ def drained_pair(
     pids: list[int] = []
 
     def start() -> tuple[Daemon, dict[str, str], Path, int]:
-        names = {}
-        for gpu in range(2):
-            container = fleet.start(
-                f"b{gpu}",
-                gpu=str(gpu),
-                role="chat",
-                model="qwen",
-                host_port=free_port(),
-                env={"TOKEN_SECONDS": str(TOKEN_SECONDS), "SLOTS": "4"},
-                healthcheck=HEALTHCHECK,
-                start_period="1",
-                run_options=STANDIN,
-            )
-            names[f"{container.name}.gpu{gpu}"] = container.name
-        for gpu in range(2):
-            fleet.wait_ready(f"b{gpu}")
+        pair = litellm_proxy.streaming_pair(fleet, TOKEN_SECONDS, 4, healthcheck=HEALTHCHECK, start_period="1")
+        names = {f"{name}.gpu{gpu}": name for gpu, name in pair.items()}
         out = tmp_path / "litellm" / "config.yaml"
         port = free_port()
         litellm = {"enabled": True, "template": str(TEMPLATE), "out": str(out), "stale_after": 3}
@@ -185,8 +169,13 @@ def test_the_replica_floor_defers_the_second_restart_of_a_group_of_two(fleet: Fl
         "the floor's deferral",
     )
     assert "(floor 1)" in deferred[0]["reason"]
-    held_back = deferred[0]["container"]
-    gone_first = first if held_back == second else second
-    back = wait_for(lambda: after(daemon, "restart-recovered", gone_first), 60, "the first replica back")
-    later = wait_for(lambda: ok_restarts(daemon, held_back), 60, "the second replica's restart, after the first")
-    assert later[0].started_at >= back[0]["ts"], "staggered: one at a time while the other serves"
+
+    def both_restarted() -> list[Any] | None:
+        ours = [*ok_restarts(daemon, first), *ok_restarts(daemon, second)]
+        return sorted(ours, key=lambda a: a.started_at) if {a.container for a in ours} == {first, second} else None
+
+    restarts = wait_for(both_restarted, 90, "both replicas restarted")
+    gone_first = restarts[0].container
+    back = after(daemon, "restart-recovered", gone_first)
+    assert back, "the first replica was back before the second restart"
+    assert restarts[1].started_at >= back[0]["ts"], "staggered: one at a time while the other serves"

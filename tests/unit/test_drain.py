@@ -270,3 +270,8 @@ def test_the_proxy_counts_an_attempt_in_flight_from_its_pre_call_to_its_end() ->
     book.ended("call-9", "d1")  # an end with no start changes nothing
     assert book.in_flight(12.0) == {"d1": 1}
     assert book.in_flight(11.0 + outliers.IN_FLIGHT_MAX + 1) == {"d1": 0}, "a lost end event is forgotten"
+
+
+def test_a_drained_replica_keeps_its_turn_over_the_other_of_its_group() -> None:
+    decisions = decide([fault("b"), fault("a")], [snap("a"), snap("b")], drained=("id-a",), draining=("id-a",))
+    assert sorted((d.fault.container, d.verdict) for d in decisions) == [("a", Verdict.RESTART), ("b", Verdict.DEFER)]

@@ -128,7 +128,8 @@ def plan(
 
     `held`: container ID -> why its GPU forbids a restart (quarantined, draining, resetting).
     `ready`: container IDs healthy now (the replica floor counts them). `drained`: container IDs
-    whose drain ended, None when drains are off; `draining`: those with a drain in force.
+    whose drain ended, None when drains are off; `draining`: those with a drain in force, ended or not
+    (out of rotation: not serving).
     """
     held = held or {}
     decisions: list[Decision] = []

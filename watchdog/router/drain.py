@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 SETTLE = 2.0  # s before a drain may end: the rotation reaches the proxy, and its report the watchdog
+RECHECK = 1.0  # s between two looks at a drain in progress (its sources change without waking the loop)
 
 
 class DrainState(StrEnum):
@@ -119,6 +120,10 @@ class DrainBoard:
             if after.done and not drain.done:
                 ended.append(after)
         return ended
+
+    def recheck_at(self, now: float) -> float | None:
+        """When the loop should look again: soon while a drain is in progress, else None."""
+        return now + RECHECK if any(not d.done for d in self.drains.values()) else None
 
     def finished(self, container_ids: Collection[str] | None = None) -> set[str]:
         """Container IDs whose drain ended (drained or timed out), of `container_ids` if given."""

@@ -56,10 +56,18 @@ def operator_targets(entries: list[dict[str, Any]]) -> dict[str, float]:
 class DrainWatch:
     """One per daemon, inside the router sync; the board it keeps is the loop's shared `services.drains`."""
 
-    def __init__(self, config: Config, services: Services, in_flight: Callable[[], Mapping[str, int]]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        services: Services,
+        in_flight: Callable[[], Mapping[str, int]],
+        watch: Callable[[set[str]], None] = lambda _ids: None,
+    ) -> None:
         self.config = config
+        self.watch = watch  # tells the report reader which deployments drain (it wakes the loop when they are idle)
         self.journal = services.journal
         self.board = services.drains
+        self.wake = services.wake  # a drain that ended: its action goes ahead at the next cycle, at once
         self.in_flight = in_flight  # deployment -> attempts in flight, from the proxy's reports
         self._version: int | None = None
         self._operator: dict[str, float] = {}  # target -> asked at
@@ -78,6 +86,7 @@ class DrainWatch:
                 self.board.drains[cid] = replace(drain, container=names[cid])
         for drain in self.board.advance(self._seen(view), now):
             self._say_ended(drain)
+            self.wake()
         self._watch_floor(view, now)
 
     def _begin(self, drain: Drain, now: float, *, journal: bool) -> None:
@@ -130,6 +139,7 @@ class DrainWatch:
 
     def _seen(self, view: CycleView) -> dict[str, InFlightSeen]:
         router = self.in_flight() if self.config.litellm.enabled else {}
+        self.watch({deployment_id(c.name, c.gpus) for c in view.containers if c.id in self.board.drains})
         seen = {}
         for container in view.containers:
             if container.id not in self.board.drains:

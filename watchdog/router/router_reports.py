@@ -43,6 +43,8 @@ class ReportReader:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.new_streaks = 0
+        self.watch: set[str] = set()  # deployments draining: the loop is woken when their last request ends
+        self._busy: set[str] = set()
 
     def start(self) -> None:
         if self._thread is None:
@@ -93,6 +95,10 @@ class ReportReader:
         if fresh:
             logger.info("router reports: new failure streak or ejection of {}", ", ".join(fresh))
             self.wake()
+        busy = {d for d, n in in_flight_of([r for _, rs in files.values() for r in rs]).items() if n > 0}
+        if (self._busy - busy) & self.watch:  # a draining deployment's last request ended: its drain may end now
+            self.wake()
+        self._busy = busy
         return fresh
 
     def _say(self, name: str, why: str) -> None:

@@ -45,7 +45,8 @@ class RouterSync:
         self.capacity = CapacityWatch(services.journal)
         self.config_writer = ConfigWriter(config, self.problems)
         self.feedback = RouterFeedback(config, services, lambda: self.rotation.path.parent)
-        self.drains = DrainWatch(config, services, self.feedback.reader.in_flight)
+        reader = self.feedback.reader
+        self.drains = DrainWatch(config, services, reader.in_flight, lambda ids: setattr(reader, "watch", ids))
         self.rotation = RotationWriter(
             config, services.journal, self.problems, lambda: self.feedback.cleared, draining=services.drains.out
         )
