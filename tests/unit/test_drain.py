@@ -7,6 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -275,3 +276,95 @@ def test_the_proxy_counts_an_attempt_in_flight_from_its_pre_call_to_its_end() ->
 def test_a_drained_replica_keeps_its_turn_over_the_other_of_its_group() -> None:
     decisions = decide([fault("b"), fault("a")], [snap("a"), snap("b")], drained=("id-a",), draining=("id-a",))
     assert sorted((d.fault.container, d.verdict) for d in decisions) == [("a", Verdict.RESTART), ("b", Verdict.DEFER)]
+
+
+# -- the drain watch (the I/O side) on a real journal ------------------------------------
+
+
+def watch_of(tmp_path: Path, config: Config = CFG, in_flight: dict[str, int] | None = None) -> Any:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from watchdog.containers.own_actions import OwnActionWindows
+    from watchdog.journal import Journal
+    from watchdog.router.drain_watch import DrainWatch
+    from watchdog.subsystem import Services
+
+    journal = Journal.in_dir(tmp_path)
+    services = Services(journal, None, ThreadPoolExecutor(1), OwnActionWindows(), lambda: NOW, lambda: None)  # type: ignore[arg-type]
+    return DrainWatch(config, services, lambda: in_flight or {})
+
+
+def view_of(
+    containers: list[ContainerSnapshot], decisions: tuple[Decision, ...] = (), ready: tuple[str, ...] = ()
+) -> Any:
+    from watchdog.containers.diagnose import ProbeHistory
+    from watchdog.model import Diagnosis, ProbeResult, ProbeStatus
+    from watchdog.subsystem import CycleView
+
+    probed = {c.id: ProbeHistory((ProbeResult(NOW, ProbeStatus.OK, "200"),)) for c in containers}
+    faults = tuple(d.fault for d in decisions)
+    return CycleView(tuple(containers), probed, Diagnosis(faults, (), frozenset(ready)), decisions)
+
+
+def test_the_watch_begins_a_drain_for_the_planners_verdict_and_ends_it_with_the_verdict(tmp_path: Path) -> None:
+    watch = watch_of(tmp_path)
+    a = replace(snap("a"), endpoint="http://127.0.0.1:1/health")
+    verdict = Decision(fault("a"), Verdict.DRAIN, "draining before the restart")
+    watch.cycle(view_of([a], (verdict,)), NOW)
+    assert watch.board.out() == {"id-a": "draining: restart for unhealthy"}
+    watch.cycle(view_of([a], (verdict,)), NOW + SETTLE)  # no proxy report, no counters: nothing shows it busy
+    assert watch.board.finished() == {"id-a"}
+    assert watch.journal.entries(kind="drained")[0]["container"] == "a"
+    watch.cycle(view_of([a], (replace(verdict, verdict=Verdict.RESTART),)), NOW + SETTLE + 1)
+    assert not watch.board.drains, "the restart took over"
+
+
+def test_the_proxy_count_holds_a_drain_until_it_is_zero(tmp_path: Path) -> None:
+    counts = {"a.gpu0": 2}
+    watch = watch_of(tmp_path, replace(CFG, litellm=replace(CFG.litellm, enabled=True)), in_flight=counts)
+    a = replace(snap("a"), gpus=("0",))
+    verdict = Decision(fault("a"), Verdict.DRAIN, "draining")
+    watch.cycle(view_of([a], (verdict,)), NOW)
+    watch.cycle(view_of([a], (verdict,)), NOW + 10)
+    assert watch.board.view()["a"]["in_flight"] == 2 and not watch.board.finished()
+    counts["a.gpu0"] = 0
+    watch.cycle(view_of([a], (verdict,)), NOW + 11)
+    assert watch.board.finished() == {"id-a"}
+
+
+def test_in_a_dry_run_a_drain_ends_at_once(tmp_path: Path) -> None:
+    watch = watch_of(tmp_path, replace(CFG, dry_run=True))
+    verdict = Decision(fault("a"), Verdict.DRAIN, "draining")
+    watch.cycle(view_of([snap("a")], (verdict,)), NOW)
+    assert watch.board.finished() == {"id-a"} and watch.board.drains["id-a"].reason == "dry run: would drain"
+
+
+def test_an_operator_drain_comes_through_the_journal_and_ends_with_end(tmp_path: Path) -> None:
+    from watchdog.journal import Journal
+    from watchdog.ops.operator_actions import NotFound, drain_target
+
+    watch = watch_of(tmp_path)
+    cli = Journal.in_dir(tmp_path)  # the CLI's own connection, as `gpu-watchdog drain` has
+    a, b = snap("a"), snap("b")
+    with pytest.raises(NotFound, match="managed: a, b"):
+        drain_target(cli, "c", {"a": ("0",), "b": ("0",)}, "test", NOW)
+    drain_target(cli, "a", {"a": ("0",), "b": ("0",)}, "test", NOW)
+    watch.cycle(view_of([a, b], ready=("id-a", "id-b")), NOW)
+    assert watch.board.out() == {"id-a": "draining: operator drain of a"}
+    assert watch.journal.entries(kind="drain")[0]["container"] == "a"
+    drain_target(cli, "a", {"a": ("0",), "b": ("0",)}, "test", NOW + 1, end=True)
+    watch.cycle(view_of([a, b], ready=("id-a", "id-b")), NOW + 1)
+    assert not watch.board.drains
+
+
+def test_a_group_under_its_floor_is_said_once_and_once_when_back(tmp_path: Path) -> None:
+    watch = watch_of(tmp_path)
+    a, b = snap("a"), snap("b")
+    for now in (NOW, NOW + 1):
+        watch.cycle(view_of([a, b]), now)  # neither ready
+    watch.cycle(view_of([a, b], ready=("id-a",)), NOW + 2)
+    said = [e["reason"] for e in watch.journal.entries(kind="replica-floor")]
+    assert said == [
+        "cannot keep the replica floor of group qwen: 0 of 2 replicas serving (floor 1; drain.min_replicas)",
+        "group qwen back at its replica floor: 1 of 2 serving",
+    ]
