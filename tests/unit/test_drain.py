@@ -368,3 +368,15 @@ def test_a_group_under_its_floor_is_said_once_and_once_when_back(tmp_path: Path)
         "cannot keep the replica floor of group qwen: 0 of 2 replicas serving (floor 1; drain.min_replicas)",
         "group qwen back at its replica floor: 1 of 2 serving",
     ]
+
+
+def test_metrics_count_the_drains_by_state() -> None:
+    from watchdog.model import Diagnosis
+    from watchdog.ops.metrics import Metrics
+
+    metrics = Metrics()
+    drains = {"a": {"state": "draining"}, "b": {"state": "drained"}, "c": {"state": "draining"}}
+    metrics.observe([], Diagnosis(), [], {}, {"drains": drains}, engine_up=True)
+    text = metrics.exposition().decode()
+    assert 'gpu_watchdog_drains{state="draining"} 2.0' in text
+    assert 'gpu_watchdog_drains{state="timed-out"} 0.0' in text
