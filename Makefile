@@ -105,6 +105,7 @@ bench: venv llama-server images litellm-proxy
 	$(PY) bench/saturation.py --minutes 10
 	$(PY) bench/health_share.py
 	$(PY) bench/health_share.py --concurrency 8
+	$(PY) bench/planned_reset.py --mode both
 
 # The no-GPU demo (GPUs SIMULATED through the fake NVML driver); see compose/demo/demo.py.
 demo: venv fake-nvml images litellm-proxy

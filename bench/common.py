@@ -132,10 +132,11 @@ def daemon_defaults(
 class WatchdogProcess:
     """`python -m watchdog --config FILE --daemon` as a subprocess; stopped by its own PID."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
+    def __init__(self, workdir: Path, config: dict[str, Any], env: dict[str, str] | None = None) -> None:
         import yaml
 
         self.workdir = workdir
+        self.env = env or {}  # e.g. the fake NVML driver's (tests/fake_nvml/harness.environment)
         self.config_path = workdir / "watchdog.yaml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.state_dir = Path(config["state_dir"])
@@ -158,7 +159,7 @@ class WatchdogProcess:
                 [str(WATCHDOG_PY), "-m", "watchdog", "--config", str(self.config_path), "--daemon"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**env, "PYTHONUNBUFFERED": "1"},
+                env={**env, **self.env, "PYTHONUNBUFFERED": "1"},
                 cwd=ROOT,
             )
         deadline = time.monotonic() + timeout

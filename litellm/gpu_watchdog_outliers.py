@@ -21,6 +21,7 @@ from typing import Any
 REPORT_VERSION = 1
 DECAY_SECONDS = 60.0
 COUNTED_KINDS = ("timeout", "connection", "5xx")
+IN_FLIGHT_MAX = 3600.0  # s: an attempt with no end event after this is forgotten (a lost event must not pin a drain)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,29 @@ class OutlierBook:
     entries: dict[str, Outlier] = field(default_factory=dict)
     groups: dict[str, set[str]] = field(default_factory=dict)
     version: int = 0  # bumped on every change the report shows
+    calls: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)  # (call, deployment) -> group, start
+
+    def started(self, call: str, ident: str, group: str, now: float) -> None:
+        """An attempt sent to `ident` (LiteLLM's pre-call hook): in flight until its success or failure."""
+        self._entry(ident, group)
+        if (call, ident) not in self.calls:
+            self.calls[(call, ident)] = (group, now)
+            self.version += 1
+
+    def ended(self, call: str, ident: str) -> None:
+        """The attempt's success or failure event (a stream's comes at its end)."""
+        if self.calls.pop((call, ident), None) is not None:
+            self.version += 1
+
+    def in_flight(self, now: float) -> dict[str, int]:
+        """Deployment -> attempts in flight; one older than IN_FLIGHT_MAX (its end event lost) no longer counts."""
+        for key, (_, at) in list(self.calls.items()):
+            if now - at > IN_FLIGHT_MAX:
+                del self.calls[key]
+        counts = dict.fromkeys(self.entries, 0)
+        for _, ident in self.calls:
+            counts[ident] = counts.get(ident, 0) + 1
+        return counts
 
     def _entry(self, ident: str, group: str) -> Outlier:
         entry = self.entries.setdefault(ident, Outlier(group=group))
@@ -170,6 +194,7 @@ class OutlierBook:
         """The report the watchdog reads (router-report-HOST-PID.json)."""
         for entry in self.entries.values():
             self._decay(entry, now)
+        in_flight = self.in_flight(now)
         return {
             "version": REPORT_VERSION,
             "host": host,
@@ -186,6 +211,7 @@ class OutlierBook:
                     "latency": e.latency,
                     "ttft": e.ttft,
                     "last_success_at": e.last_success_at,
+                    "in_flight": in_flight.get(ident, 0),
                 }
                 for ident, e in sorted(self.entries.items())
             },

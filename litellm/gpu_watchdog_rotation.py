@@ -21,6 +21,11 @@ request goes to a fallback deployment only while it has taken fewer than its
 `failover_rpm` of them in the last minute; none left is LiteLLM's 429, not a
 queue on the small GPUs.
 
+In flight too: LiteLLM's pre-call hook (once per attempt, just before it is sent) counts an attempt
+in flight until its success event (a stream's comes at its end) or its failure; the counts per
+deployment go into the report below, and the watchdog drains a deployment on them before a
+planned restart or GPU reset.
+
 Outcomes too (LiteLLM's success and failure hooks on the same callback): the outlier book
 (gpu_watchdog_outliers.py) ejects a deployment after `outlier.consecutive` failures in a row on real
 traffic, at once and on its own, within its bounds, whether or not the watchdog is there (it is the
@@ -203,6 +208,20 @@ def call_deployment(kwargs: dict[str, Any]) -> tuple[str | None, str]:
     return (str(ident) if ident is not None else None), str(group)
 
 
+def call_id(kwargs: Any) -> str | None:
+    """The attempt's litellm_call_id (the same in its pre-call and its success or failure event)."""
+    if not isinstance(kwargs, dict):
+        return None
+    params = kwargs.get("litellm_params") or {}
+    metadata = kwargs.get("metadata") or (params.get("metadata") if isinstance(params, dict) else None) or {}
+    value = (
+        kwargs.get("litellm_call_id")
+        or (params.get("litellm_call_id") if isinstance(params, dict) else None)
+        or (metadata.get("litellm_call_id") if isinstance(metadata, dict) else None)
+    )
+    return str(value) if value else None
+
+
 def seconds_between(start: Any, end: Any) -> float | None:
     try:
         delta = end - start
@@ -357,13 +376,29 @@ class RotationFilter(CustomLogger):  # type: ignore[misc]
             log.warning("gpu-watchdog rotation: failover cap failed (%s); not capping", exc)
             return candidates
 
+    def log_pre_api_call(self, model: Any, messages: Any, kwargs: Any) -> None:
+        """LiteLLM's pre-call hook, once per attempt just before it is sent: the attempt is in flight (never raises)."""
+        try:
+            ident, group = call_deployment(kwargs)
+            call = call_id(kwargs)
+            if ident is None or call is None:
+                return
+            now = time.time()
+            self.book.started(call, ident, group, now)
+            self._report(now)
+        except Exception as exc:
+            log.warning("gpu-watchdog in-flight: attempt not counted (%s)", exc)
+
     def outcome(self, kwargs: dict[str, Any], start_time: Any, end_time: Any, *, failed: bool) -> None:
-        """One attempt's outcome into the book (never raises)."""
+        """One attempt's outcome into the book (never raises); it is no longer in flight."""
         try:
             ident, group = call_deployment(kwargs)
             if ident is None:
                 return
             now = time.time()
+            call = call_id(kwargs)
+            if call is not None:
+                self.book.ended(call, ident)
             if failed:
                 kind = outliers.failure_kind(kwargs.get("exception"))
                 if self.book.failure(ident, group, kind, now):
@@ -389,6 +424,19 @@ class RotationFilter(CustomLogger):  # type: ignore[misc]
 
     async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self.outcome(kwargs, start_time, end_time, failed=True)
+
+    async def async_post_call_failure_deployment_hook(
+        self, request_data: Any, exception: Any, call_type: Any, fallback_depth: Any = None
+    ) -> None:
+        """Once per failed attempt, retries included (async_log_failure_event is once per client request)."""
+        try:
+            data = dict(request_data)
+            ident, call = call_deployment(data)[0], call_id(data)
+            if ident is not None and call is not None:
+                self.book.ended(call, ident)
+                self._report(time.time())
+        except Exception as exc:
+            log.warning("gpu-watchdog in-flight: attempt end not counted (%s)", exc)
 
     def report_path(self) -> Path:
         name = f"router-report-{socket.gethostname()}-{os.getpid()}.json"

@@ -26,6 +26,7 @@ class EntryKind(StrEnum):
     GIVEN_UP = "given-up"
     IN_PROGRESS = "in-progress"
     HELD = "held"
+    DRAIN = "drain"  # draining before an action (the planner's verdict, a planned GPU reset, an operator's drain)
     DRY_RUN = "dry-run"  # would restart (dry-run mode)
     # containers: a restart's life (the loop's restart tracker)
     RESTART_CALL = "restart-call"  # the `docker restart` call returned; detail has its timing
@@ -35,6 +36,14 @@ class EntryKind(StrEnum):
     RESTART_GONE = "restart-gone"
     RECONCILED = "reconciled"  # a restart a killed watchdog left in flight, settled at start
     RESET = "reset"  # an operator reset the breaker (`gpu-watchdog reset NAME`)
+    # drains (router/drain.py, router/drain_watch.py)
+    DRAINED = "drained"  # its in-flight requests finished; the action goes ahead
+    DRAIN_TIMED_OUT = "drain-timed-out"  # drain.timeout passed with requests in flight; the action goes ahead
+    DRAIN_REQUESTED = "drain-requested"  # an operator's `gpu-watchdog drain NAME|GPU`
+    DRAIN_ENDED = "drain-ended"  # an operator's `gpu-watchdog drain --end NAME|GPU`
+    REPLICA_FLOOR = (
+        "replica-floor"  # a model group is under drain.min_replicas, or kept a replica out of a health eviction
+    )
     # the engine and the daemon
     ENGINE_DOWN = "engine-down"
     ENGINE_UP = "engine-up"
@@ -66,7 +75,6 @@ class EntryKind(StrEnum):
     PROXY_UP = "proxy-up"
     PROXY_DOWN = "proxy-down"
     ROUTER_REPORT = "router-report"  # the proxy's outlier report of a failure streak (its evidence), once per streak
-    REPLICA_FLOOR = "replica-floor"  # a deployment that should be out is kept in: its group is at its floor
     ROUTER_CLEARED = "router-cleared"  # a reported deployment answered its probe: a false alarm, ejection ended
     # the cluster (several hosts, one router view on Redis)
     CLUSTER_DOWN = "cluster-down"  # the fleet's Redis does not answer: healing goes on locally
@@ -103,6 +111,7 @@ VERDICT_KINDS = frozenset(
         EntryKind.GIVEN_UP,
         EntryKind.IN_PROGRESS,
         EntryKind.HELD,
+        EntryKind.DRAIN,
     }
 )
 

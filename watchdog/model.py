@@ -103,6 +103,7 @@ class ContainerSpec:
     stall_window: float | None = None  # progress stall that makes it wedged; None: serving.stall_window
     canary_interval: float | None = None  # s between 1-token canary completions; 0: off; None: serving.canary_interval
     fallback: tuple[str, ...] = ()  # model groups LiteLLM falls back to when every deployment of `model` is out
+    drain_timeout: float | None = None  # s a drain waits for its in-flight requests; None: drain.timeout
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,7 @@ class Verdict(StrEnum):
     GIVEN_UP = "given-up"  # tripped earlier, still cooling down
     IN_PROGRESS = "in-progress"  # a restart of it is already running
     HELD = "held"  # its GPU is quarantined, draining or resetting: restarting it would not help
+    DRAIN = "drain"  # a fault that can wait: out of rotation until its in-flight requests finish, then restarted
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from watchdog.containers.diagnose import ProbeHistory
 from watchdog.containers.own_actions import OwnActionWindows
 from watchdog.gpu.findings import GpuFindings
 from watchdog.model import ContainerSnapshot, Decision, Diagnosis
+from watchdog.router.drain import DrainBoard
 from watchdog.serving.findings import ServingFindings
 
 if TYPE_CHECKING:  # types only: importing this module opens no client or database
@@ -40,6 +41,7 @@ class Services:
     own: OwnActionWindows  # the watchdog's own actions in time, so their engine events are not an operator's
     clock: Callable[[], float]
     wake: Callable[[], None]  # wakes the loop early (an action finished, a reading changed)
+    drains: DrainBoard = field(default_factory=DrainBoard)  # the drains in force (router/drain.py): shared by all
 
 
 @dataclass(frozen=True)

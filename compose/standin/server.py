@@ -20,7 +20,9 @@ is tested against it. It also runs directly on the host for debugging:
 Environment: PORT (8080), MODEL_NAME (standin), LOAD_SECONDS (0),
 RESPONSE_DELAY (0), CRASH_ON_START (exit 3 after CRASH_DELAY, default 0.5 s),
 IGNORE_SIGTERM, SLOTS (1: completions generated at once; more wait, counted as deferred),
-TOKENS (8: tokens per completion unless the request's max_tokens says).
+TOKENS (8: tokens per completion unless the request's max_tokens says), TOKEN_SECONDS (0: time per
+token). A request with "stream": true is answered as OpenAI's server-sent events, one chunk per token
+(a long stream: max_tokens x TOKEN_SECONDS); requests_processing counts it until its last chunk.
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ class State:
         self.slot_free = threading.Semaphore(self.slots)
         self.wedged = threading.Event()
         self.per_token = 0.0
+        self.token_seconds = env_float("TOKEN_SECONDS", 0.0)  # the normal pace (slow-tokens is a fault on top)
         self.completions_5xx = False
         self.tokens_predicted = 0  # as llama.cpp's: moves only when a completion finishes
         self.decode_calls = 0  # as llama.cpp's n_decode_total: moves with every decoded token
@@ -138,11 +141,12 @@ class State:
         self.deferred = 0
         self.decoded: dict[int, int] = {}  # slot id -> tokens decoded in its current task
 
-    def generate(self, tokens: int) -> None:
+    def generate(self, tokens: int, on_token: Any = None) -> None:
         """The inference loop for one completion: wait for a slot, then decode `tokens`.
 
         A wedged server takes the request (it counts as processing or deferred) and never
         decodes: the counters freeze while work is waiting, as a hung llama.cpp's do.
+        `on_token(i)` is called after each token (a stream sends it).
         """
         with self._lock:
             self.deferred += 1
@@ -156,11 +160,13 @@ class State:
             for _ in range(tokens):
                 if self.wedged.is_set():
                     threading.Event().wait()  # forever: this thread is a daemon
-                if self.per_token:
-                    time.sleep(self.per_token)
+                if self.per_token or self.token_seconds:
+                    time.sleep(self.per_token + self.token_seconds)
                 with self._lock:
                     self.decode_calls += 1
                     self.decoded[slot] += 1
+                if on_token is not None:
+                    on_token(self.decoded[slot])
             with self._lock:
                 self.tokens_predicted += tokens
         finally:
@@ -320,6 +326,9 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(state.response_delay)
         max_tokens = request.get("max_tokens") if isinstance(request, dict) else None
         tokens = max_tokens if isinstance(max_tokens, int) and 0 < max_tokens <= 4096 else state.default_tokens
+        if isinstance(request, dict) and request.get("stream"):
+            self.stream_completion(tokens)
+            return
         state.generate(tokens)
         state.count_request()
         self.send_json(
@@ -342,6 +351,37 @@ class Handler(BaseHTTPRequestHandler):
                 "usage": {"prompt_tokens": 0, "completion_tokens": tokens, "total_tokens": tokens},
             },
         )
+
+    def stream_completion(self, tokens: int) -> None:
+        """OpenAI's streaming answer: one chunk per token as it is decoded, then usage and [DONE]."""
+        state = self.state
+        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, usage: Any = None) -> None:
+            body: dict[str, Any] = {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": state.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+            if usage is not None:
+                body["usage"] = usage
+            self.wfile.write(f"data: {json.dumps(body)}\n\n".encode())
+            self.wfile.flush()
+
+        chunk({"role": "assistant", "content": ""})
+        state.generate(tokens, lambda i: chunk({"content": f"t{i} "}))
+        state.count_request()
+        chunk({}, "stop", {"prompt_tokens": 0, "completion_tokens": tokens, "total_tokens": tokens})
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
 
     def fault(self, name: str, query: dict[str, list[str]]) -> None:
         if name not in FAULTS:

@@ -13,10 +13,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+from tests.integration.harness import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 LITELLM_VENV = ROOT / ".venv-litellm"
@@ -69,6 +73,86 @@ def client(port: int) -> httpx.Client:
         timeout=60,
         trust_env=False,
     )
+
+
+# This checkout's stand-in server (it streams), mounted over the image's, whatever version the shared image holds.
+STREAMING_STANDIN = {
+    "volumes": {str(ROOT / "compose" / "standin" / "server.py"): {"bind": "/app/server.py", "mode": "ro"}}
+}
+
+
+def streaming_pair(fleet: Any, token_seconds: float, slots: int, **options: Any) -> dict[int, str]:
+    """Stand-ins b0 and b1 on GPUs 0 and 1, one model group (qwen), streaming at `token_seconds` a token; ready.
+
+    `options`: more of Fleet.start's (a healthcheck, a start period). Returns GPU -> container name.
+    """
+    names = {}
+    for gpu in range(2):
+        container = fleet.start(
+            f"b{gpu}",
+            gpu=str(gpu),
+            role="chat",
+            model="qwen",
+            host_port=free_port(),
+            env={"TOKEN_SECONDS": str(token_seconds), "SLOTS": str(slots)},
+            run_options=STREAMING_STANDIN,
+            **options,
+        )
+        names[gpu] = container.name
+    for gpu in range(2):
+        fleet.wait_ready(f"b{gpu}")
+    return names
+
+
+class Stream:
+    """One streaming chat completion through the proxy, read on its own thread to its end.
+
+    `record` says what the client saw: the deployment that answered (LiteLLM's x-litellm-model-id),
+    HTTP status, chunks with content (the role chunk, then one a token), `complete` (not cut: [DONE]
+    after every token),
+    the error if any, and when it started, first answered and ended (wall clock).
+    """
+
+    def __init__(self, port: int, tokens: int, model: str = "qwen") -> None:
+        self.port, self.tokens, self.model = port, tokens, model
+        self.record: dict[str, Any] = {"tokens": tokens, "chunks": 0, "complete": False, "error": None}
+        self.answered = threading.Event()  # headers in (the deployment known), or failed
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Stream:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        record = self.record
+        record["start"] = time.time()
+        body = {
+            "model": self.model,
+            "stream": True,
+            "max_tokens": self.tokens,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+        try:
+            with client(self.port) as http, http.stream("POST", "/v1/chat/completions", json=body) as response:
+                record["status"] = response.status_code
+                record["deployment"] = response.headers.get("x-litellm-model-id")
+                record["answered"] = time.time()
+                self.answered.set()
+                for line in response.iter_lines():
+                    if line.strip() == "data: [DONE]":  # LiteLLM sends it after a cut too: count the tokens
+                        record["complete"] = response.status_code == 200 and record["chunks"] > self.tokens
+                    elif line.startswith("data: ") and '"content"' in line:
+                        record["chunks"] += 1
+                if response.status_code != 200:
+                    record["error"] = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            record["error"] = f"{type(exc).__name__}: {exc}"[:200]
+        record["end"] = time.time()
+        self.answered.set()
+
+    def wait(self, timeout: float) -> dict[str, Any]:
+        self.thread.join(timeout)
+        return self.record
 
 
 def live(port: int) -> bool:

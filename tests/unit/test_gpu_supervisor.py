@@ -267,3 +267,29 @@ def test_the_health_score_gauge_has_dcgm_exporters_labels(supervisor: Any) -> No
     assert "SCORE" in lines[1]
     assert "  GPU 0 health 0.50: clock events: hw-slowdown -> 0.5" in lines
     assert not any(line.startswith("  GPU 1 health") for line in lines)
+
+
+def test_a_planned_reset_waits_for_the_drain_of_its_containers(supervisor: Any) -> None:
+    """Xid 119 (not urgent): the GPU's container drains first; the reset starts once the drain ended."""
+    from watchdog.router.drain import InFlightSeen
+
+    supervisor.client = StopStart()
+    supervisor.apply_config(
+        replace(supervisor.config, gpu=replace(supervisor.config.gpu, reset=True, reset_command=("true", "{uuid}")))
+    )
+    now = time.time()
+    supervisor.cycle(CycleView(tuple(fleet())), now=now)
+    supervisor.xid_queue.put(XidEvent(at=now, xid=119, gpu_index=1))
+    supervisor.cycle(CycleView(tuple(fleet())), now=now)
+    cid = f"{1:064x}"
+    board = supervisor.gpu_reset.drains
+    assert set(board.drains) == {cid} and supervisor.client.calls == [], "draining, not stopped yet"
+    assert supervisor.journal.entries(kind="drain")[0]["reason"].startswith("GPU reset of GPU-storm-1 planned")
+    board.advance({cid: InFlightSeen(router=1)}, now + 5)
+    supervisor.cycle(CycleView(tuple(fleet())), now=now + 5)
+    assert supervisor.client.calls == [], "a request still in flight"
+    board.advance({cid: InFlightSeen(router=0)}, now + 6)
+    supervisor.cycle(CycleView(tuple(fleet())), now=now + 6)
+    supervisor.executor.shutdown(wait=True)
+    assert supervisor.client.calls == [("stop", cid), ("start", cid)]
+    assert not board.drains, "the drain ends when the reset starts"

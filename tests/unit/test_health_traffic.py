@@ -66,7 +66,7 @@ def test_an_eviction_never_takes_a_group_under_its_floor() -> None:
     assert both_bad["d1"].evicted  # type: ignore[attr-defined]  # the worst goes first
     kept = both_bad["d0"]
     assert not kept.evicted and kept.kept and kept.factor == 0.05  # type: ignore[attr-defined]
-    assert "floor 1" in kept.reason and "would have 0" in kept.reason  # type: ignore[attr-defined]
+    assert "would leave group qwen with 0 of 2 replicas serving (floor 1)" in kept.reason  # type: ignore[attr-defined]
     alone = shares(group(3), {3: 0.0})
     assert alone["d3"].kept and alone["d3"].factor == 0.01  # type: ignore[attr-defined]
     two = shares(group(0, 1, 2), {0: 0.05, 1: 0.05, 2: 1.0}, floor=2)

@@ -11,6 +11,7 @@ from loguru import logger
 
 from watchdog.cli.context import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, Context, fail, fleet_now
 from watchdog.containers.engine import ENGINE_ERRORS, EngineUnavailable
+from watchdog.model import ContainerSnapshot
 from watchdog.ops.connect import connect_engine, fleet_snapshot, labelled_containers, open_journal
 from watchdog.ops.messages import engine_unreachable
 from watchdog.ops.operator_actions import NotFound, reset_container
@@ -31,18 +32,23 @@ def status(obj: Context, as_json: bool) -> None:
     click.echo(json.dumps(doc, indent=2) if as_json else render_table(doc))
 
 
+def managed_or_none(obj: Context, doing: str) -> list[ContainerSnapshot] | None:
+    """The managed containers, or None (said in the log) when the engine is unreachable: for an operator's action."""
+    try:
+        return [c for c in fleet_snapshot(obj.config) if c.managed]
+    except RESET_ERRORS as exc:
+        logger.warning("{}", engine_unreachable(exc, f"{doing} without checking that it exists"))
+        return None
+
+
 @click.command()
 @click.argument("name")
 @click.pass_obj
 def reset(obj: Context, name: str) -> None:
     """Re-arm the crash-loop breaker of NAME and forget that it was stopped on purpose: it is healed again."""
     journal = open_journal(obj.config)
-    try:
-        containers = fleet_snapshot(obj.config)
-    except RESET_ERRORS as exc:
-        logger.warning("{}", engine_unreachable(exc, f"resetting {name} without checking that it exists"))
-        containers = None
-    managed = None if containers is None else [c.name for c in containers if c.managed]
+    containers = managed_or_none(obj, f"resetting {name}")
+    managed = None if containers is None else [c.name for c in containers]
     try:
         click.echo(reset_container(journal, name, managed, "`gpu-watchdog reset`", time.time()))
     except NotFound as exc:

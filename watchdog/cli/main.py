@@ -14,6 +14,7 @@ import click
 from watchdog import __version__
 from watchdog.cli.context import EXIT_RUNTIME, EXIT_USAGE, Context, fail
 from watchdog.cli.daemon import run_command, start_daemon
+from watchdog.cli.drain import drain_command
 from watchdog.cli.fleet import doctor, healthcheck, plan_command, reset, status
 from watchdog.cli.fleet_cluster import fleet_group
 from watchdog.cli.gpu import gpu
@@ -112,7 +113,8 @@ def cli(
 
 
 for command in (
-    run_command, status, reset, plan_command, report, healthcheck, doctor, litellm, gpu, notify_command, fleet_group
+    run_command, status, reset, drain_command, plan_command, report, healthcheck, doctor, litellm, gpu,
+    notify_command, fleet_group,
 ):  # fmt: skip
     cli.add_command(command)
 

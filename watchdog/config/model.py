@@ -138,6 +138,15 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class DrainConfig:
+    """Drain before a planned disruption; a floor of serving replicas per model group (router/drain.py)."""
+
+    enabled: bool = True  # off: non-urgent restarts and planned resets act at once, as before
+    timeout: float = 60.0  # s a drain waits for in-flight requests, then the action goes ahead (label drain-timeout)
+    min_replicas: int = 1  # serving replicas a model group keeps through non-urgent restarts; 0: no floor
+
+
+@dataclass(frozen=True)
 class NotifyTarget:
     """One place notifications go. `url` and header values are secrets: never in a repr, a log or an error."""
 
@@ -194,6 +203,7 @@ class Config:
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)  # several hosts, one router view (Redis)
+    drain: DrainConfig = field(default_factory=DrainConfig)
 
     def resolved_state_dir(self, env: Mapping[str, str] | None = None) -> Path:
         """state_dir, else $XDG_STATE_HOME/gpu-watchdog, else ~/.local/state/gpu-watchdog."""

@@ -36,6 +36,7 @@ from watchdog.config.model import (
     BreakerConfig,
     Config,
     ConfigError,
+    DrainConfig,
     GpuConfig,
     LitellmConfig,
     RamPreflightConfig,
@@ -98,6 +99,8 @@ def parse_config(data: Mapping[str, Any] | None, env: Mapping[str, str] | None =
             values[key] = _listen(key, value)
         elif key == "serving":
             values[key] = _parse_serving(_section("serving", value))
+        elif key == "drain":
+            values[key] = _parse_drain(_section("drain", value))
         elif key == "notify":
             values[key] = _parse_notify(_section("notify", value), os.environ if env is None else env, secrets)
     config = replace(base, **values)
@@ -133,6 +136,19 @@ def _parse_serving(data: Mapping[str, Any]) -> ServingConfig:
         else:
             values[key] = _positive_seconds(path, value, allow_zero=key == "canary_interval")
     return replace(ServingConfig(), **values)
+
+
+def _parse_drain(data: Mapping[str, Any]) -> DrainConfig:
+    _check_keys("drain", data, [f.name for f in fields(DrainConfig)])
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "enabled":
+            values[key] = _bool("drain.enabled", value)
+        elif key == "min_replicas":
+            values[key] = _int("drain.min_replicas", value, 0)
+        else:
+            values[key] = _positive_seconds(f"drain.{key}", value)
+    return replace(DrainConfig(), **values)
 
 
 def _parse_breaker(data: Mapping[str, Any]) -> BreakerConfig:

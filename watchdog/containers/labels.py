@@ -33,6 +33,7 @@ KNOWN_LABELS = (
     "stall-window",
     "canary",
     "fallback",
+    "drain-timeout",
 )
 SERVER_KINDS = ("llama.cpp", "vllm", "openai")
 
@@ -129,6 +130,9 @@ def parse_spec(labels: Mapping[str, str], prefix: str) -> tuple[ContainerSpec | 
     start_period = duration("start-period")
     stop_timeout = duration("stop-timeout")
     stall_window = duration("stall-window")
+    drain_timeout = duration("drain-timeout")
+    if drain_timeout is not None and drain_timeout <= 0:
+        bad("drain-timeout", label("drain-timeout") or "", "expected a duration > 0 such as 60s or 2m")
     if stall_window is not None and stall_window <= 0:
         bad("stall-window", label("stall-window") or "", "expected a duration > 0 such as 30s or 2m")
 
@@ -193,6 +197,7 @@ def parse_spec(labels: Mapping[str, str], prefix: str) -> tuple[ContainerSpec | 
             stall_window=stall_window,
             canary_interval=canary_interval,
             fallback=fallback,
+            drain_timeout=drain_timeout,
         ),
         (),
     )

@@ -2,9 +2,12 @@
 
 Pure: no I/O, no clock reads. Order is priority (higher first), then fault
 severity (stopped, zero-VRAM, unhealthy/endpoint), then longest-down first.
-Each fault gets exactly one decision with a reason: restart, defer (no slot,
-not enough host RAM), backoff, give up, given up, already in progress, or held
-(its GPU is quarantined or draining).
+Each fault gets exactly one decision with a reason: restart, drain (a fault
+that can wait: its in-flight requests finish first, see containers/urgency.py),
+defer (no slot, not enough host RAM, or the replica floor of its model group),
+backoff, give up, given up, already in progress, or held (its GPU is
+quarantined or draining). Faults that can wait are staggered within a model
+group: one is taken out only while the others keep `drain.min_replicas` serving.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 
 from watchdog.config import Config
 from watchdog.containers.breaker import BreakerHistory, BreakerState, evaluate
+from watchdog.containers.urgency import may_take_out, urgency
 from watchdog.model import ContainerSnapshot, Decision, Fault, FaultKind, Verdict
 from watchdog.units import format_bytes
 
@@ -73,6 +77,39 @@ def stop_timeout_for(fault: Fault, container: ContainerSnapshot | None, hung_sto
     return own if labelled or not does_not_answer(fault) else min(own, hung_stop_timeout)
 
 
+def group_of(container: ContainerSnapshot | None) -> str | None:
+    """The model group a container serves in (its `model` label), if any."""
+    return container.spec.model if container is not None and container.spec is not None else None
+
+
+def serving_by_group(
+    containers: Mapping[str, ContainerSnapshot], faults: Sequence[Fault], ready: Collection[str], out: Collection[str]
+) -> dict[str, set[str]]:
+    """Model group -> names of its replicas serving now: healthy, or with a fault that leaves it answering.
+
+    `out`: container IDs taken out already (draining, restarting, held).
+    """
+    answering = set(ready) | {f.container_id for f in faults if not urgency(f)[0]}
+    answering -= {f.container_id for f in faults if urgency(f)[0]}
+    groups: dict[str, set[str]] = {}
+    for container_id, container in containers.items():
+        group = group_of(container)
+        if group is not None and container.managed:
+            members = groups.setdefault(group, set())
+            if container_id in answering and container_id not in out:
+                members.add(container.name)
+    return groups
+
+
+def group_sizes(containers: Mapping[str, ContainerSnapshot]) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for container in containers.values():
+        group = group_of(container)
+        if group is not None and container.managed:
+            sizes[group] = sizes.get(group, 0) + 1
+    return sizes
+
+
 def plan(
     faults: Sequence[Fault],
     containers: Mapping[str, ContainerSnapshot],
@@ -83,13 +120,23 @@ def plan(
     config: Config,
     now: float,
     held: Mapping[str, str] | None = None,
+    ready: Collection[str] = (),
+    drained: Collection[str] | None = None,
+    draining: Collection[str] = (),
 ) -> list[Decision]:
     """One decision per fault, in the order they should be carried out.
 
     `held`: container ID -> why its GPU forbids a restart (quarantined, draining, resetting).
+    `ready`: container IDs healthy now (the replica floor counts them). `drained`: container IDs
+    whose drain ended, None when drains are off; `draining`: those with a drain in force, ended or not
+    (out of rotation: not serving).
     """
     held = held or {}
     decisions: list[Decision] = []
+    restarting = {c.id for c in containers.values() if c.name in in_progress}
+    serving = serving_by_group(containers, faults, ready, {*draining, *restarting, *held})
+    sizes = group_sizes(containers)
+    floor = config.drain.min_replicas
     slots_used = budget.restarts_in_flight
     committed = budget.ram_committed
     for fault in sorted(faults, key=fault_order):
@@ -144,6 +191,19 @@ def plan(
                     + (f" after {format_bytes(committed)} committed to restarts in progress" if committed else ""),
                 )
                 continue
+        urgent, why = urgency(fault)
+        group = group_of(container)
+        if not urgent and group is not None:
+            allowed, floor_reason = may_take_out(
+                serving[group], floor, name=fault.container, group=group, size=sizes.get(group)
+            )
+            if not allowed:
+                decide(Verdict.DEFER, f"not taken out: {floor_reason}; {fault.kind.value}: {fault.reason}")
+                continue
+            serving[group].discard(fault.container)  # staggered: the next one in the group sees one fewer
+        if not urgent and drained is not None and fault.container_id not in drained:
+            decide(Verdict.DRAIN, f"draining before the restart ({why}): {fault.reason}")
+            continue
         slots_used += 1
         committed += need
         decide(Verdict.RESTART, f"restart: {fault.kind.value}: {fault.reason}")

@@ -236,9 +236,8 @@ class Watchdog:
         self.router.cycle(view, now)
         self.memory_limits.cycle(view, now)
         self.serving.steer_probes(view, restarting)
-        self.recheck_at = min(
-            (t for t in [diagnosis.recheck_at, *(d.retry_at for d in decisions)] if t is not None), default=None
-        )
+        later = [diagnosis.recheck_at, *(d.retry_at for d in decisions), self.services.drains.recheck_at(now)]
+        self.recheck_at = min((t for t in later if t is not None), default=None)
         self.status.write(
             view,
             now,
@@ -269,9 +268,12 @@ class Watchdog:
             )
             for f in diagnosis.faults
         }
+        drains = self.services.drains
         return plan(
-            diagnosis.faults, by_id, breakers, set(self.in_flight), budget, config=self.config, now=now, held=gpu.held
-        )
+            diagnosis.faults, by_id, breakers, set(self.in_flight), budget, config=self.config, now=now, held=gpu.held,
+            ready=diagnosis.ready, drained=drains.finished() if self.config.drain.enabled else None,
+            draining=set(drains.drains),
+        )  # fmt: skip
 
     def _act(self, decisions: list[Decision], by_id: dict[str, ContainerSnapshot], now: float) -> None:
         """Carry out the restarts (or announce them in a dry run); journal the other verdicts once."""

@@ -1,7 +1,9 @@
 """The opt-in GPU reset: stop the GPU's containers, reset it, verify, start them.
 
 Off by default (the watchdog drains and alerts instead): a reset needs every
-process on the GPU gone and root. The command is an argument list run without
+process on the GPU gone and root. A planned reset (an Xid that is not urgent,
+containers/urgency.py) first drains its containers (router/drain.py): out of
+rotation until their in-flight requests finish, up to drain.timeout. The command is an argument list run without
 a shell; `{uuid}` is the only substitution. `run_reset` is the steps; `GpuReset`
 runs them off the loop and carries out the outcome.
 """
@@ -23,6 +25,7 @@ from watchdog.gpu.assignment import gpu_key
 from watchdog.gpu.mark_book import MarkBook
 from watchdog.gpu.marks import GpuCondition, GpuMark
 from watchdog.gpu.readings import GpuHealth, NvmlState
+from watchdog.router.drain import Drain, DrainPurpose
 
 if TYPE_CHECKING:
     from watchdog.gpu.monitor import GpuMonitor
@@ -92,6 +95,8 @@ class GpuReset:
         self.clock = services.clock
         self._wake = services.wake
         self.book = book
+        self.drains = services.drains
+        self.planned: dict[str, tuple[tuple[str, ...], GpuMonitor]] = {}  # GPU UUID -> containers draining first
         self.resetting: dict[str, tuple[str, ...]] = {}  # GPU UUID -> containers its reset stopped
         self._lock = threading.Lock()  # `resetting` is written by the reset's worker, read by the loop
 
@@ -103,9 +108,40 @@ class GpuReset:
         with self._lock:
             return {cid for ids in self.resetting.values() for cid in ids}
 
-    def start(self, uuid: str, container_ids: Sequence[str], now: float, *, monitor: GpuMonitor) -> None:
-        """Stop the GPU's containers, reset and verify it (through `monitor`), on a worker."""
+    def start(
+        self, uuid: str, container_ids: Sequence[str], now: float, *, monitor: GpuMonitor, drain: str | None = None
+    ) -> None:
+        """Stop the GPU's containers, reset and verify it (through `monitor`), on a worker.
+
+        `drain`: why the reset can wait (None: urgent, at once): its containers drain first, and
+        `proceed` starts it once their drains ended.
+        """
         ids = tuple(container_ids)
+        drain_on = drain is not None and self.config.drain.enabled and bool(ids)
+        if drain_on and uuid not in self.planned:
+            self.planned[uuid] = (ids, monitor)
+            names = {cid: cid[:12] for cid in ids}
+            for cid in ids:
+                self.drains.request(
+                    Drain(
+                        cid, names[cid], DrainPurpose.GPU_RESET, f"GPU reset of {uuid}", now, self.config.drain.timeout
+                    )
+                )
+            message = f"GPU reset of {uuid} planned ({drain}): draining {len(ids)} container(s) first"
+            logger.bind(gpu=uuid).warning(message)
+            self.journal.record(EntryKind.DRAIN, message, ts=now, gpus=(uuid,))
+            return
+        self._begin(uuid, ids, now, monitor)
+
+    def proceed(self, now: float) -> None:
+        """The planned resets whose containers' drains ended: started now."""
+        for uuid, (ids, monitor) in list(self.planned.items()):
+            if self.drains.finished(ids) == set(ids) or not set(ids) & set(self.drains.drains):
+                del self.planned[uuid]
+                self.drains.release(ids)
+                self._begin(uuid, ids, now, monitor)
+
+    def _begin(self, uuid: str, ids: tuple[str, ...], now: float, monitor: GpuMonitor) -> None:
         with self._lock:
             self.resetting[uuid] = ids
         for container_id in ids:

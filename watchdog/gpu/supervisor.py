@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from watchdog.config import Config
+from watchdog.containers.urgency import xid_urgency
 from watchdog.gpu.assignment import GpuAssignment, containers_on, gpu_key, resolve
 from watchdog.gpu.driver_state import DriverState
 from watchdog.gpu.findings import GpuFindings
@@ -181,6 +182,7 @@ class GpuSupervisor:
         result = self._judge(view.containers, now)
         # Marks hold their containers on every path, also while the driver hangs.
         result.held = held_containers(self.assignments, self.marks)
+        self.gpu_reset.proceed(now)  # a planned reset whose drain ended goes ahead
         result.busy = self.gpu_reset.busy()
         gpus = self._judged_reading.gpus if self._judged_reading is not None else ()
         xids, table = list(self.xids.history), self.xids.table
@@ -251,9 +253,13 @@ class GpuSupervisor:
             return None
         return owners(p.pid for g in gpus for p in g.processes)
 
-    def _start_reset(self, uuid: str, now: float) -> None:
+    def _start_reset(self, uuid: str, now: float, fault: str = "") -> None:
+        """The reset the Xid `fault` ("xid-N") asks for: after a drain, unless the Xid is urgent (urgency.py)."""
         assert self.monitor is not None  # Xids are answered only on a reading, so there is a monitor
-        self.gpu_reset.start(uuid, containers_on(uuid, self.assignments), now, monitor=self.monitor)
+        xid = int(fault.removeprefix("xid-")) if fault.startswith("xid-") and fault[4:].isdigit() else None
+        urgent, why = xid_urgency(xid)
+        ids = containers_on(uuid, self.assignments)
+        self.gpu_reset.start(uuid, ids, now, monitor=self.monitor, drain=None if urgent else why)
 
     def _status_view(
         self,

@@ -50,7 +50,7 @@ class XidResponder:
     """Drains the Xid queue each cycle and answers each Xid; keeps what the loop must act on."""
 
     def __init__(
-        self, config: Config, journal: Journal, book: MarkBook, start_reset: Callable[[str, float], None]
+        self, config: Config, journal: Journal, book: MarkBook, start_reset: Callable[[str, float, str], None]
     ) -> None:
         self.config = config
         self.journal = journal
@@ -166,7 +166,7 @@ class XidResponder:
 
     def _carry_out(self, response: XidResponse, key: str, now: float, *, fault: str, topic: str) -> None:
         if self.book.apply(response, key, now, fault=fault, topic=topic):
-            self._start_reset(key, now)
+            self._start_reset(key, now, fault)
 
     def prune(self, containers: Sequence[ContainerSnapshot]) -> None:
         """A restart request ends when its container is gone or has started since the Xid."""

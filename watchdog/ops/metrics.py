@@ -97,6 +97,12 @@ class Metrics:
             "gpu_watchdog_router_ejected_deployments", "Deployments the proxy's outlier ejection holds out", registry=r
         )
         self._reports_counted = 0
+        self.drains = Gauge(
+            "gpu_watchdog_drains",
+            "Drains in force (draining, drained, timed-out): router/drain.py",
+            ["state"],
+            registry=r,
+        )
         self.proxy_up = Gauge("gpu_watchdog_router_proxy_up", "1 while the LiteLLM proxy answers", registry=r)
         self.engine_up = Gauge("gpu_watchdog_engine_up", "1 while the Docker engine answers", registry=r)
         self.loop_duration = Histogram(
@@ -189,6 +195,9 @@ class Metrics:
         self._reports_counted = reports
         if litellm.get("proxy_up") is not None:
             self.proxy_up.set(1 if litellm["proxy_up"] else 0)
+        states = [row.get("state") for row in (router_view.get("drains") or {}).values()]
+        for state in ("draining", "drained", "timed-out"):
+            self.drains.labels(state).set(states.count(state))
 
     def cycle_done(self, duration: float, now: float, errors: int) -> None:
         self.loop_duration.observe(duration)

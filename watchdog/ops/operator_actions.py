@@ -6,7 +6,7 @@ write (SQLite's data_version) and reloads breakers, stop marks and GPU marks at 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from watchdog.entries import EntryKind
 from watchdog.journal import Journal
@@ -47,3 +47,32 @@ def release_gpu(journal: Journal, uuid: str, via: str, now: float) -> str:
         gpus=(match[0],),
     )
     return f"{match[0]}: released (was {mark.condition.value}); its containers are healed again"
+
+
+def drain_target(
+    journal: Journal,
+    target: str,
+    known: Mapping[str, Sequence[str]] | None,
+    via: str,
+    now: float,
+    *,
+    end: bool = False,
+) -> str:
+    """Ask the daemon to drain a container (by name) or every container on a GPU (UUID or index), or end that.
+
+    `known`: managed container name -> its GPUs; None when the engine is unreachable (not checked).
+    """
+    target = target.strip()
+    if known is not None and target not in known and not any(target in gpus for gpus in known.values()):
+        names = ", ".join(sorted(known)) or "none"
+        raise NotFound(f"no managed container or GPU named {target!r}; managed: {names}")
+    is_gpu = known is not None and target not in known
+    container, gpus = (None, (target,)) if is_gpu else (target, ())
+    if end:
+        journal.record(EntryKind.DRAIN_ENDED, f"drain ended by {via}", ts=now, container=container, gpus=gpus)
+        return f"{target}: drain ended; back in rotation at the daemon's next cycle"
+    journal.record(EntryKind.DRAIN_REQUESTED, f"drain asked by {via}", ts=now, container=container, gpus=gpus)
+    return (
+        f"{target}: out of rotation at the daemon's next cycle, drained once its in-flight requests finish "
+        "(`gpu-watchdog status` shows it); `gpu-watchdog drain --end " + target + "` puts it back"
+    )

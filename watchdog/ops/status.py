@@ -276,6 +276,12 @@ def render_router(router: dict[str, Any] | None) -> list[str]:
         )
         lines.extend(render_outliers(litellm.get("outliers") or {}))
         lines.extend(f"  problem: {problem}" for problem in litellm.get("problems") or [])
+    for name, drain in sorted((router.get("drains") or {}).items()):
+        seen = "?" if drain.get("in_flight") is None else drain["in_flight"]
+        lines.append(
+            f"  drain: {name}: {drain.get('state')} ({drain.get('why')}), {seen} in flight"
+            + (f"; {drain['ended']}" if drain.get("ended") else f", at most {drain.get('timeout'):g} s")
+        )
     return lines
 
 

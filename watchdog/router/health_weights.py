@@ -9,9 +9,10 @@ reading, with no proxy reload, which LiteLLM's own static `weight` would need.
 
 Below `gpu.health.evict_below` the deployment gets no traffic at all (evicted: out of rotation),
 and it comes back only at `readmit_above` or better, so a score hovering at the threshold does
-not flap. An eviction never takes a model group under its floor of serving replicas: the worst
-of the group goes first, and the one that would break the floor stays in at its small share,
-with the reason said. A GPU without a score (health off, NVML not answering, not mapped) is
+not flap. An eviction never takes a model group under its floor of serving replicas
+(`drain.min_replicas`, checked by containers/urgency.py's `may_take_out`, the planner's own check):
+the worst of the group goes first, and the one that would break the floor stays in at its small
+share, with the reason said. A GPU without a score (health off, NVML not answering, not mapped) is
 unjudged: factor 1, as LiteLLM alone would route.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from watchdog.containers.urgency import may_take_out
 from watchdog.gpu.health_score import HealthScore
 
 MIN_SHARE = 0.01  # a replica kept in for the floor still gets picked when it is the only one
@@ -81,23 +83,24 @@ def health_shares(
             wants_out.append((score, c))
         factor = max(MIN_SHARE, round(score.score, 2))
         shares[c.id] = HealthShare(c.id, factor, False, f"{_gpu_name(score)} health {score.summary()}")
-    serving: dict[str, int] = {}
+    serving: dict[str, set[str]] = {}
     for c in candidates:
-        serving[c.group] = serving.get(c.group, 0) + 1
+        serving.setdefault(c.group, set()).add(c.id)
+    sizes = {group: len(ids) for group, ids in serving.items()}
     for score, c in sorted(wants_out, key=lambda pair: (pair[0].score, pair[1].id)):
         threshold = readmit_above if c.id in evicted_before else evict_below
         what = "stays out until" if c.id in evicted_before else "below gpu.health.evict_below"
-        if serving[c.group] - 1 < floor:
+        allowed, why = may_take_out(serving[c.group], floor, name=c.id, group=c.group, size=sizes[c.group])
+        if not allowed:
             shares[c.id] = HealthShare(
                 c.id,
                 shares[c.id].factor,
                 False,
-                f"{_gpu_name(score)} health {score.score:.2f} {what} {threshold:g}, but kept in: "
-                f"model group {c.group} would have {serving[c.group] - 1} serving replica(s) (floor {floor})",
+                f"{_gpu_name(score)} health {score.score:.2f} {what} {threshold:g}, but kept in: it {why}",
                 kept=True,
             )
             continue
-        serving[c.group] -= 1
+        serving[c.group].discard(c.id)
         shares[c.id] = HealthShare(
             c.id,
             0.0,

@@ -53,9 +53,12 @@ class RotationWriter:
         journal: Journal,
         problems: Problems,
         cleared: Callable[[], Mapping[str, float]] = dict,
+        *,
+        draining: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self.config = config
         self.cleared = cleared  # deployment -> when the watchdog cleared it (router_feedback)
+        self.draining = draining  # container ID -> "draining: why" (router/drain.py): out, whatever else holds
         self.journal = journal
         self.problems = problems
         self._rotation: dict[str, bool] = {}
@@ -63,7 +66,6 @@ class RotationWriter:
         self._written: tuple[str, float] | None = None  # (rotation without its time, when written)
         self.view: dict[str, dict[str, Any]] = {}  # deployment id -> container, in, reason (for status)
         self.evicted: set[str] = set()  # deployment ids out for their GPU's health (hysteresis)
-        self.floor = 1  # serving replicas a model group keeps through a health eviction
         self.health: dict[str, str] = {}  # deployment id -> why its share is under 1 (for status)
 
     def apply_config(self, config: Config) -> None:
@@ -133,7 +135,7 @@ class RotationWriter:
             view.gpu.scores,
             evict_below=health.evict_below,
             readmit_above=health.readmit_above,
-            floor=self.floor,
+            floor=self.config.drain.min_replicas,
             evicted_before=self.evicted,
         )
         self.evicted = {i for i, share in shares.items() if share.evicted}
@@ -143,7 +145,8 @@ class RotationWriter:
                 self.problems.say(
                     f"floor:{entry.id}",
                     f"{entry.container}: its GPU's health is under gpu.health.evict_below, but it stays in "
-                    f"rotation: model group {entry.model} is at its floor of {self.floor} serving replica(s)",
+                    f"rotation: model group {entry.model} is at its floor of {self.config.drain.min_replicas} serving "
+                    "replica(s) (drain.min_replicas)",
                     level="WARNING",
                     journal_kind=EntryKind.REPLICA_FLOOR,
                 )
@@ -162,7 +165,8 @@ class RotationWriter:
         containers, diagnosis, histories, held = view.containers, view.diagnosis, view.histories, view.gpu.held
         suspects = view.serving.suspects
         probation = view.gpu.probation  # restartable and probed, but out until its GPU is proven
-        ready = set(diagnosis.ready) - set(held) - set(suspects) - set(probation)
+        draining = self.draining()
+        ready = set(diagnosis.ready) - set(held) - set(suspects) - set(probation) - set(draining)
         # Not probed yet in this life, no fault, no note (a watchdog start, not a restart, which
         # is "starting"): keep what it was, and in at first sight, as LiteLLM alone would route it.
         was_out = {d.container for d in deployments if self._rotation.get(d.id) is False}
@@ -174,7 +178,7 @@ class RotationWriter:
             and c.state == ContainerState.RUNNING
             and not (histories.get(c.id) and histories[c.id].results)
         }
-        why_not = {**probation, **suspects, **why_not_serving(diagnosis, view.decisions, held)}
+        why_not = {**probation, **suspects, **why_not_serving(diagnosis, view.decisions, held), **draining}
         for container in containers:  # a hang shows first as one failed probe, before it is a fault
             results = histories[container.id].results if container.id in histories else ()
             if container.id not in why_not and results and results[-1].status != ProbeStatus.OK:

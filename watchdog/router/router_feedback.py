@@ -42,6 +42,7 @@ class DeploymentReport:
     ejections: int = 0
     latency: float | None = None
     ttft: float | None = None
+    in_flight: int | None = None  # attempts sent to it and not ended yet (streams: until their end)
 
 
 def outlier_settings(settings: LitellmConfig) -> dict[str, float]:
@@ -56,6 +57,19 @@ def outlier_settings(settings: LitellmConfig) -> dict[str, float]:
 
 def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def in_flight_of(reports: Sequence[DeploymentReport]) -> dict[str, int]:
+    """Deployment -> attempts in flight, summed over the proxy processes that report it."""
+    counts: dict[str, int] = {}
+    for report in reports:
+        if report.in_flight is not None:
+            counts[report.deployment] = counts.get(report.deployment, 0) + report.in_flight
+    return counts
 
 
 def parse_report(text: str, source: str, now: float) -> tuple[list[DeploymentReport], str]:
@@ -90,6 +104,7 @@ def parse_report(text: str, source: str, now: float) -> tuple[list[DeploymentRep
                 ejections if isinstance(ejections, int) and not isinstance(ejections, bool) else 0,
                 _float(row.get("latency")),
                 _float(row.get("ttft")),
+                _count(row.get("in_flight")),
             )
         )
     return reports, "ok"

@@ -19,6 +19,7 @@ from watchdog.router.router_feedback import (
     REPORT_PREFIX,
     STALE_AFTER,
     DeploymentReport,
+    in_flight_of,
     merge_reports,
     news,
     parse_report,
@@ -42,6 +43,8 @@ class ReportReader:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.new_streaks = 0
+        self.watch: set[str] = set()  # deployments draining: the loop is woken when their last request ends
+        self._busy: set[str] = set()
 
     def start(self) -> None:
         if self._thread is None:
@@ -92,6 +95,10 @@ class ReportReader:
         if fresh:
             logger.info("router reports: new failure streak or ejection of {}", ", ".join(fresh))
             self.wake()
+        busy = {d for d, n in in_flight_of([r for _, rs in files.values() for r in rs]).items() if n > 0}
+        if (self._busy - busy) & self.watch:  # a draining deployment's last request ended: its drain may end now
+            self.wake()
+        self._busy = busy
         return fresh
 
     def _say(self, name: str, why: str) -> None:
@@ -100,6 +107,11 @@ class ReportReader:
         if why != "ok" and self._said.get(name) != kind:
             logger.info("router report {} ignored: {}", name, why)
         self._said[name] = kind
+
+    def in_flight(self) -> dict[str, int]:
+        """Deployment -> attempts in flight over every fresh report (the drains wait on these)."""
+        with self._lock:
+            return in_flight_of([r for _, reports in self._files.values() for r in reports])
 
     def reports(self) -> dict[str, DeploymentReport]:
         with self._lock:

@@ -24,6 +24,7 @@ from watchdog.model import NoteKind
 from watchdog.router.capacity import CapacityPlan, plan_capacity, planned_members
 from watchdog.router.capacity_watch import CapacityWatch
 from watchdog.router.config_writer import ConfigWriter
+from watchdog.router.drain_watch import DrainWatch
 from watchdog.router.feedback_watch import RouterFeedback
 from watchdog.router.litellm_config import RouterTemplate, deployment_set
 from watchdog.router.problems import Problems
@@ -45,7 +46,11 @@ class RouterSync:
         self.capacity = CapacityWatch(services.journal)
         self.config_writer = ConfigWriter(config, self.problems)
         self.feedback = RouterFeedback(config, services, lambda: self.rotation.path.parent)
-        self.rotation = RotationWriter(config, services.journal, self.problems, lambda: self.feedback.cleared)
+        reader = self.feedback.reader
+        self.drains = DrainWatch(config, services, reader.in_flight, lambda ids: setattr(reader, "watch", ids))
+        self.rotation = RotationWriter(
+            config, services.journal, self.problems, lambda: self.feedback.cleared, draining=services.drains.out
+        )
         self.proxy = ProxySync(config, services, self.problems)
         self.cluster = ClusterPublisher(config, services)
         self.fallbacks: dict[str, list[str]] = {}  # the fallbacks rendered last cycle, for status
@@ -53,7 +58,7 @@ class RouterSync:
 
     def apply_config(self, config: Config) -> None:
         self.config = config
-        for part in (self.config_writer, self.rotation, self.proxy, self.feedback, self.cluster):
+        for part in (self.config_writer, self.rotation, self.proxy, self.feedback, self.cluster, self.drains):
             part.apply_config(config)
 
     def stop(self) -> None:
@@ -81,6 +86,7 @@ class RouterSync:
         """Never raises: the router must not stop the healing."""
         containers, marks = view.containers, view.gpu.marks
         try:
+            self.drains.cycle(view, now)  # first: the rotation below takes out what drains
             stopped = {n.container_id for n in view.diagnosis.notes if n.kind == NoteKind.DELIBERATE_STOP}
             given_up = given_up_names(view.decisions)
             policy = self.config.capacity
@@ -137,4 +143,5 @@ class RouterSync:
                 "problems": self.problems.messages(),
             },
             "cluster": self.cluster.view(),
+            "drains": self.drains.board.view(),
         }

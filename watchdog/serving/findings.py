@@ -19,3 +19,4 @@ class ServingFindings:
     wedged: Mapping[str, Wedged] = field(default_factory=dict)
     suspects: Mapping[str, str] = field(default_factory=dict)  # container ID -> why (out of rotation now)
     unmonitored: Mapping[str, str] = field(default_factory=dict)
+    work: Mapping[str, tuple[float, int]] = field(default_factory=dict)  # ID -> (sample time, requests running+waiting)

@@ -124,7 +124,12 @@ class ServingWatch:
         for cid, why in self.canary.unusable().items():
             unmonitored[cid] = f"{unmonitored[cid]}; {why}" if cid in unmonitored else why
         self._say_unmonitored(view, unmonitored)
-        return ServingFindings({**self.canary.verdicts(), **self.probe.verdicts(now)}, suspects, unmonitored)
+        work = {
+            c.id: (last.at, int(last.running + last.waiting))
+            for c in monitored
+            if (last := self.probe.track(c.id).last) is not None
+        }
+        return ServingFindings({**self.canary.verdicts(), **self.probe.verdicts(now)}, suspects, unmonitored, work)
 
     def _canary_targets(self, view: CycleView, judged: list[ContainerSnapshot]) -> list[CanaryTarget]:
         """Opted-in servers (label canary, or serving.canary_interval) that answered /health in this life."""
