@@ -242,7 +242,7 @@ build_standin() {
 
 watchdog_hash() {
   (cd "$ROOT" && find watchdog litellm/config.template.yaml litellm/gpu_watchdog_rotation.py \
-    litellm/gpu_watchdog_outliers.py litellm/gpu_watchdog_cluster.py pyproject.toml \
+    litellm/gpu_watchdog_outliers.py litellm/gpu_watchdog_cluster.py litellm/gpu_watchdog_picks.py pyproject.toml \
     compose/Dockerfile -type f ! -name '*.pyc' | LC_ALL=C sort | xargs sha256sum; echo "$WATCHDOG_BASE") |
     sha256sum | cut -d' ' -f1
 }
@@ -269,7 +269,8 @@ build_watchdog() {
   fi
   cp "$ROOT/compose/Dockerfile" "$ctx/Dockerfile"
   cp "$ROOT/litellm/config.template.yaml" "$ROOT/litellm/gpu_watchdog_rotation.py" \
-    "$ROOT/litellm/gpu_watchdog_outliers.py" "$ROOT/litellm/gpu_watchdog_cluster.py" "$ROOT/litellm/README.md" \
+    "$ROOT/litellm/gpu_watchdog_outliers.py" "$ROOT/litellm/gpu_watchdog_cluster.py" \
+    "$ROOT/litellm/gpu_watchdog_picks.py" "$ROOT/litellm/README.md" \
     "$ctx/litellm/"
   quiet docker build --build-arg "BASE=$WATCHDOG_BASE" --label "$HASH_LABEL=$1" -t "$WATCHDOG_IMAGE" "$ctx"
   quiet docker run --rm --network none --entrypoint python3 "$WATCHDOG_IMAGE" -m watchdog --version

@@ -35,7 +35,12 @@ from watchdog.router.wanted_config import WantedConfig
 
 CALLBACK_SOURCE = Path(__file__).resolve().parents[2] / "litellm" / f"{CALLBACK_MODULE}.py"
 # The callback and the modules it imports from its own directory (the outlier book).
-CALLBACK_FILES = (f"{CALLBACK_MODULE}.py", "gpu_watchdog_outliers.py", "gpu_watchdog_cluster.py")
+CALLBACK_FILES = (
+    f"{CALLBACK_MODULE}.py",
+    "gpu_watchdog_outliers.py",
+    "gpu_watchdog_cluster.py",
+    "gpu_watchdog_picks.py",
+)
 
 
 def write_router_config(wanted: WantedConfig, template: RouterTemplate, *, out_path: Path, template_path: Path) -> bool:
