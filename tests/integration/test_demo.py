@@ -8,6 +8,7 @@ while the proxy keeps answering.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -42,8 +43,10 @@ def test_demo_heals_the_chaos_and_the_proxy_keeps_serving(client: docker.DockerC
         assert requests.get("ok", 0) >= 20 and sum(requests.values()) == requests["ok"], requests
         report = demo("report", 60)
         assert "restart report" in report.stdout and "gpu-watchdog-demo-llm-4-1" in report.stdout
-        llm4 = next(line for line in report.stdout.splitlines() if line.strip().startswith("gpu-watchdog-demo-llm-4-1"))
-        assert llm4.split()[-1] == "1"  # the breaker gave up once
+        lines = report.stdout.splitlines()
+        header = re.split(r"\s{2,}", next(line for line in lines if line.strip().startswith("name")).strip())
+        llm4 = next(line for line in lines if line.strip().startswith("gpu-watchdog-demo-llm-4-1"))
+        assert re.split(r"\s{2,}", llm4.strip())[header.index("gave up")] == "1"  # the breaker gave up once
         page = (ROOT / ".demo" / "report.html").read_text()
         assert 'data-lane="gpu-watchdog-demo-llm-4-1"' in page and 'data-kind="give-up"' in page
     finally:
