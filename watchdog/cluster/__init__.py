@@ -6,9 +6,11 @@ Each watchdog stays the local actuator (NVML and the Docker socket stay local); 
 watchdog goes on healing on its own and the proxies route as LiteLLM alone would.
 
 Pure: `fleet_view` (the document a host publishes, and the strict reading of what others published:
-another fleet's prefix, a wrong version or garbage is ignored, never trusted). I/O: `redis_link` (the
-connection, its password from the environment), `publisher` (the loop's subsystem that publishes).
+another fleet's prefix, a wrong version or garbage is ignored, never trusted), `fleet_config` (the
+router host's LiteLLM deployments from the fleet's views). I/O: `redis_link` (the connection, its
+password from the environment), `publisher` (the router's part that publishes), `fleet_reader` (the
+fleet as Redis holds it, for `gpu-watchdog fleet status` and `fleet render`).
 """
 
 # The modules here that do no I/O and read no clock (checked by tests/unit/test_purity.py).
-PURE_MODULES: tuple[str, ...] = ("fleet_view",)
+PURE_MODULES: tuple[str, ...] = ("fleet_view", "fleet_config")

@@ -55,6 +55,7 @@ class PublishedDeployment:
     reason: str
     share: float = 1.0  # of its weight, from its GPUs' health
     api_base: str | None = None
+    weight: int | None = None  # the host's capacity plan's weight (its rpm share), as its own config renders it
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ def host_document(view: HostView) -> dict[str, Any]:
                 "reason": d.reason,
                 "share": d.share,
                 "api_base": d.api_base,
+                "weight": d.weight,
             }
             for d in view.deployments
         },
@@ -138,6 +140,9 @@ def _deployment(host: str, ident: Any, body: Any) -> PublishedDeployment:
     share = _number(body.get("share", 1.0), f"deployment {ident} share")
     if not 0.0 <= share <= 1.0:
         raise Rejected(f"deployment {ident} share {share} is outside 0..1")
+    weight = body.get("weight")
+    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, int) or weight < 0):
+        raise Rejected(f"deployment {ident} weight is not a whole number")
     return PublishedDeployment(
         ident,
         _text(body.get("container"), f"deployment {ident} container") or "",
@@ -146,6 +151,7 @@ def _deployment(host: str, ident: Any, body: Any) -> PublishedDeployment:
         _text(body.get("reason", ""), f"deployment {ident} reason") or "",
         share,
         _text(body.get("api_base"), f"deployment {ident} api_base", optional=True),
+        weight,
     )
 
 

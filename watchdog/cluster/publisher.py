@@ -98,6 +98,7 @@ class ClusterPublisher:
                 str(row.get("reason") or ""),
                 float(row.get("share") or 0.0) if row.get("share") is not None else 1.0,
                 by_id[ident].api_base if ident in by_id else None,
+                by_id[ident].weight if ident in by_id else None,
             )
             for ident, row in sorted(rotation.items())
         )
