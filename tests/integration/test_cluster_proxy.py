@@ -3,7 +3,8 @@
 The daemon (host "gpu-a") watches two stand-ins and publishes its rotation to Redis; `fleet render`
 writes the router host's config from Redis alone; the proxy runs with GPU_WATCHDOG_CLUSTER_REDIS_URL
 and no rotation file at all. A killed backend leaves the proxy's rotation through Redis and comes back
-once healed; a stopped one gets no attempt while it is out; with Redis gone the proxy still serves, as LiteLLM alone would.
+once healed; a stopped one gets no attempt while it is out; with Redis gone the proxy still serves,
+as LiteLLM alone would.
 """
 
 from __future__ import annotations
