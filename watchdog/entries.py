@@ -79,6 +79,7 @@ class EntryKind(StrEnum):
     # the cluster (several hosts, one router view on Redis)
     CLUSTER_DOWN = "cluster-down"  # the fleet's Redis does not answer: healing goes on locally
     CLUSTER_UP = "cluster-up"  # it answers again: this host's view is published again
+    HOST_BACK = "host-back"  # another host of the fleet publishes again (its silence was an alert)
     # memory limits
     MEMORY_LIMIT = "memory-limit"  # report mode (and dry run): limits differ from the plan; fault = LimitKind
     MEMORY_LIMIT_APPLIED = "memory-limit-applied"
@@ -97,6 +98,7 @@ class ActionKind(StrEnum):
 # Fault kinds of an ALERT entry that are not a container's FaultKind.
 ALERT_DRIVER_HUNG = "driver-hung"
 ALERT_GPU_RESET = "gpu-reset"
+ALERT_HOST_SILENT = "host-silent"  # another host of the fleet stopped publishing its view
 ALERT_MAINTENANCE = "predicted-maintenance"  # a GPU counter's trend: schedule maintenance (gpu.predict)
 
 # The entries of a GPU mark ("gpu-" + a GpuCondition value).

@@ -255,3 +255,25 @@ def test_fleet_status_shows_every_host_from_redis_alone(tmp_path: Path, redis_se
     assert down.returncode == 1 and down.stderr.count("\n") == 1 and "unreachable" in down.stderr
     off = fleet_cli(tmp_path, None)
     assert off.returncode == 2 and "cluster.redis_url is not set" in off.stderr
+
+
+def test_a_host_gone_silent_is_alerted_once_by_the_others_and_its_return_said(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    a = publisher(tmp_path, redis_server.url, "gpu-a", ttl=10)
+    b = publisher(tmp_path, redis_server.url, "gpu-b", ttl=10)
+    for host in (a, b):
+        host.offer(rotation_view(llm_0_gpu0=(True, "ready", 1.0)), deployments("llm-0"), [])
+        assert host.publish_now()
+    assert a.journal.entries(kind="alert") == []
+    # gpu-b stops publishing (its machine is gone): its heartbeat ages past 2 x TTL.
+    redis_server.client().zadd("gpu-watchdog:hosts", {"gpu-b": time.time() - 30})
+    assert a.publish_now() and a.publish_now()
+    alerts = a.journal.entries(kind="alert")
+    assert len(alerts) == 1 and alerts[0]["fault"] == "host-silent" and "host gpu-b" in alerts[0]["reason"]
+    assert a.view()["silent_hosts"].keys() == {"gpu-b"}  # type: ignore[index]
+    assert b.publish_now()  # back
+    assert a.publish_now()
+    assert len(a.journal.entries(kind="host-back")) == 1 and a.view()["silent_hosts"] == {}  # type: ignore[index]
+    redis_server.client().zadd("gpu-watchdog:hosts", {"gpu-old": time.time() - 2 * 86400})  # retired long ago
+    assert a.publish_now() and len(a.journal.entries(kind="alert")) == 1

@@ -62,6 +62,10 @@ def notice(event: str = "fault", container: str | None = "llm-0", ts: float = 10
         (entry("gpu-reset-ok", gpu="GPU-1"), "gpu-recovered", "back in service"),
         (entry("gpu-proven", gpu="GPU-1"), "gpu-recovered", "proven: back in rotation"),
         (entry("driver-recovered"), "driver-recovered", "answers again"),
+        (entry("cluster-down"), "cluster-down", "fleet view unreachable"),
+        (entry("cluster-up"), "cluster-recovered", "reachable again"),
+        (entry("alert", fault="host-silent", detail={"host": "gpu-b"}), "host-silent", "HOST SILENT gpu-b"),
+        (entry("host-back", detail={"host": "gpu-b"}), "host-back", "host gpu-b publishes again"),
     ],
 )
 def test_state_transitions_notify(journal_entry: dict[str, Any], event: str, title_has: str) -> None:

@@ -223,6 +223,20 @@ def fleet_view(
     return FleetView(tuple(hosts), rejected, silent)
 
 
+def silent_hosts(
+    heartbeats: Mapping[str, float], *, me: str, now: float, after: float, forget_after: float
+) -> dict[str, float]:
+    """Hosts of the fleet (P:hosts) with no heartbeat for `after` s, but within `forget_after` s: host -> last one.
+
+    A host gone longer than `forget_after` was taken out of the fleet for good, not lost: not said again.
+    """
+    return {
+        host: at
+        for host, at in sorted(heartbeats.items())
+        if host != me and HOST_NAME.fullmatch(host) and after < now - at <= forget_after
+    }
+
+
 def fleet_rotation(view: FleetView, now: float, stale_after: float) -> dict[str, Any]:
     """The fleet as one rotation document, in the rotation file's format (what the proxy's callback applies)."""
     out: dict[str, str] = {}

@@ -29,13 +29,16 @@ from watchdog.cluster.fleet_view import (
     host_key,
     hosts_key,
     qualified,
+    silent_hosts,
     state_of,
 )
 from watchdog.cluster.redis_link import connect, error_text, host_name, redis_errors, where
 from watchdog.config import Config
-from watchdog.entries import EntryKind
+from watchdog.entries import ALERT_HOST_SILENT, EntryKind
 from watchdog.router.litellm_config import RouterDeployment
 from watchdog.subsystem import Services
+
+SILENT_FORGET = 86400.0  # s: a host silent longer than a day was taken out of the fleet, not lost
 
 
 class ClusterPublisher:
@@ -58,6 +61,7 @@ class ClusterPublisher:
         self.published_at: float | None = None
         self.publishes = 0
         self.failures = 0
+        self.silent: dict[str, float] = {}  # other hosts gone silent -> their last heartbeat
 
     @property
     def enabled(self) -> bool:
@@ -159,13 +163,15 @@ class ClusterPublisher:
             pipe = self._redis.pipeline(transaction=False)
             pipe.set(host_key(cluster.key_prefix, self.host), body, ex=max(1, math.ceil(self.ttl)))
             pipe.zadd(hosts_key(cluster.key_prefix), {self.host: now})
-            pipe.execute()
+            pipe.zrange(hosts_key(cluster.key_prefix), 0, -1, withscores=True)
+            members = pipe.execute()[-1]
         except redis_errors() as exc:
             self.failures += 1
             self._down(error_text(exc), now)
             return False
         self.publishes += 1
         self.published_at = now
+        self._watch_peers(members, now)
         if self.up is not True:
             if self.up is False:
                 text = f"cluster: Redis {where(cluster)} answers again; this host's view is published again"
@@ -175,6 +181,25 @@ class ClusterPublisher:
                 logger.info("cluster: publishing this host ({}) to Redis {}", self.host, where(cluster))
         self.up, self.error = True, ""
         return True
+
+    def _watch_peers(self, members: Any, now: float) -> None:
+        """Each other host that stopped publishing, said once (an alert that names it), and once when it is back."""
+        heartbeats = {(h.decode() if isinstance(h, bytes) else str(h)): float(at) for h, at in members or []}
+        silent = silent_hosts(heartbeats, me=self.host, now=now, after=2 * self.ttl, forget_after=SILENT_FORGET)
+        for host, at in silent.items():
+            if host not in self.silent:
+                text = (
+                    f"cluster: host {host} has published nothing for {now - at:.0f} s (its watchdog, engine or "
+                    "machine is down): the proxies route its deployments as LiteLLM alone would"
+                )
+                logger.bind(host=host).critical("ALERT: {}", text)
+                self.journal.record(EntryKind.ALERT, text, ts=now, fault=ALERT_HOST_SILENT, detail={"host": host})
+        for host in set(self.silent) - set(silent):
+            if host in heartbeats and now - heartbeats[host] <= 2 * self.ttl:
+                text = f"cluster: host {host} publishes again"
+                logger.bind(host=host).info(text)
+                self.journal.record(EntryKind.HOST_BACK, text, ts=now, detail={"host": host})
+        self.silent = silent
 
     def _down(self, error: str, now: float) -> None:
         if self.up is False and error == self.error:
@@ -201,4 +226,5 @@ class ClusterPublisher:
             "publishes": self.publishes,
             "failures": self.failures,
             "ttl": self.ttl,
+            "silent_hosts": dict(self.silent),
         }

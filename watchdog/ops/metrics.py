@@ -104,6 +104,14 @@ class Metrics:
             registry=r,
         )
         self.proxy_up = Gauge("gpu_watchdog_router_proxy_up", "1 while the LiteLLM proxy answers", registry=r)
+        self.cluster_up = Gauge(
+            "gpu_watchdog_cluster_redis_up", "1 while the fleet's Redis takes this host's view (cluster on)", registry=r
+        )
+        self.cluster_silent = Gauge(
+            "gpu_watchdog_cluster_silent_hosts",
+            "Other hosts of the fleet that stopped publishing their view",
+            registry=r,
+        )
         self.engine_up = Gauge("gpu_watchdog_engine_up", "1 while the Docker engine answers", registry=r)
         self.loop_duration = Histogram(
             "gpu_watchdog_loop_duration_seconds", "One cycle of the loop", buckets=LOOP_BUCKETS, registry=r
@@ -195,6 +203,10 @@ class Metrics:
         self._reports_counted = reports
         if litellm.get("proxy_up") is not None:
             self.proxy_up.set(1 if litellm["proxy_up"] else 0)
+        cluster = router_view.get("cluster") or {}
+        if cluster.get("up") is not None:
+            self.cluster_up.set(1 if cluster["up"] else 0)
+            self.cluster_silent.set(len(cluster.get("silent_hosts") or {}))
         states = [row.get("state") for row in (router_view.get("drains") or {}).values()]
         for state in ("draining", "drained", "timed-out"):
             self.drains.labels(state).set(states.count(state))

@@ -15,7 +15,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from watchdog.entries import ALERT_DRIVER_HUNG, ALERT_GPU_RESET, ALERT_MAINTENANCE, GPU_MARK_KINDS, EntryKind
+from watchdog.entries import (
+    ALERT_DRIVER_HUNG,
+    ALERT_GPU_RESET,
+    ALERT_HOST_SILENT,
+    ALERT_MAINTENANCE,
+    GPU_MARK_KINDS,
+    EntryKind,
+)
 
 # Event kinds an operator can filter on (a target's `events:`), in the order the README lists them.
 NOTIFY_EVENTS = (
@@ -27,6 +34,10 @@ NOTIFY_EVENTS = (
     "gpu-recovered",  # journal "gpu-reset-ok" (the opt-in reset worked) or "gpu-proven" (its probation passed)
     "driver-hung",  # journal "alert" with fault driver-hung
     "driver-recovered",  # journal "driver-recovered": NVML answers again
+    "cluster-down",  # journal "cluster-down": the fleet's Redis does not answer (healing goes on locally)
+    "cluster-recovered",  # journal "cluster-up": it answers again
+    "host-silent",  # journal "alert" with fault host-silent: another host of the fleet stopped publishing
+    "host-back",  # journal "host-back": it publishes again
 )
 TEST_EVENT = "test"  # `gpu-watchdog notify --test`: passes every target's filter
 NOTIFY_KINDS = ("webhook", "slack", "discord", "apprise")
@@ -66,7 +77,8 @@ def notice_from_entry(entry: Mapping[str, Any], host: str) -> Notice | None:
     gpu = entry.get("gpu") or None
     fault = entry.get("fault") or None
     ts = float(entry.get("ts") or 0.0)
-    detail = entry.get("detail") if isinstance(entry.get("detail"), Mapping) else {}
+    raw_detail = entry.get("detail")
+    detail: Mapping[str, Any] = raw_detail if isinstance(raw_detail, Mapping) else {}
 
     def notice(event: str, title: str, text: str, severity: str) -> Notice:
         return Notice(event, title, text, severity, ts, host, container, gpu, fault)
@@ -94,7 +106,15 @@ def notice_from_entry(entry: Mapping[str, Any], host: str) -> Notice | None:
         return notice("gpu-recovered", f"GPU {gpu} proven: back in rotation", reason, "good")
     if kind == EntryKind.DRIVER_RECOVERED:
         return notice("driver-recovered", "NVIDIA driver answers again", reason, "good")
+    if kind == EntryKind.CLUSTER_DOWN:
+        return notice("cluster-down", "fleet view unreachable (Redis)", reason, "warning")
+    if kind == EntryKind.CLUSTER_UP:
+        return notice("cluster-recovered", "fleet view reachable again (Redis)", reason, "good")
+    if kind == EntryKind.HOST_BACK:
+        return notice("host-back", f"host {detail.get('host', '?')} publishes again", reason, "good")
     if kind == EntryKind.ALERT:
+        if fault == ALERT_HOST_SILENT:
+            return notice("host-silent", f"HOST SILENT {detail.get('host', '?')}", reason, "critical")
         if fault == ALERT_DRIVER_HUNG:
             return notice("driver-hung", "NVIDIA driver hung", reason, "critical")
         if fault == ALERT_GPU_RESET:
