@@ -57,7 +57,13 @@ def test_metrics_healthz_status(
     assert value(found, "gpu_watchdog_container_up", container=name) == 1
     assert value(found, "gpu_watchdog_engine_up") == 1 and value(found, "gpu_watchdog_nvml_ok") == 1
     uuid = "GPU-5f1c0b6e-1d2a-4c7e-9b3a-000000000100"
-    assert value(found, "gpu_watchdog_gpu_memory_used_bytes", gpu="0", UUID=uuid, modelName="P106-100") == 4000 * 2**20
+    # The GPU series come from the monitor's latest reading, which may lag the container's health by a read.
+    gpu_series = wait_for(
+        lambda: value(samples(base), "gpu_watchdog_gpu_memory_used_bytes", gpu="0", UUID=uuid, modelName="P106-100"),
+        15,
+        "GPU 0's memory series with its UUID",
+    )
+    assert gpu_series == 4000 * 2**20
     assert value(found, "gpu_watchdog_last_cycle_timestamp_seconds") and value(
         found, "gpu_watchdog_loop_duration_seconds_count"
     )
