@@ -21,8 +21,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from watchdog.router.litellm_config import ROTATION_VERSION
-
 VIEW_VERSION = 1  # of the host document (the fleet rotation has the rotation file's own)
 STATES = ("in", "out", "suspect", "draining")
 HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -234,29 +232,6 @@ def silent_hosts(
         host: at
         for host, at in sorted(heartbeats.items())
         if host != me and HOST_NAME.fullmatch(host) and after < now - at <= forget_after
-    }
-
-
-def fleet_rotation(view: FleetView, now: float, stale_after: float) -> dict[str, Any]:
-    """The fleet as one rotation document, in the rotation file's format (what the proxy's callback applies)."""
-    out: dict[str, str] = {}
-    weights: dict[str, float] = {}
-    known: list[str] = []
-    for host in view.hosts:
-        for d in host.deployments:
-            known.append(d.id)
-            if d.state != "in" or host.engine != "up":
-                why = d.reason if host.engine == "up" else f"host {host.host}'s Docker engine is down"
-                out[d.id] = f"{host.host}: {d.container}: {why}"
-            elif d.share < 1.0:
-                weights[d.id] = d.share
-    return {
-        "version": ROTATION_VERSION,
-        "written_at": now,
-        "stale_after": stale_after,
-        "out": out,
-        "in": sorted(set(known) - set(out)),
-        "weights": weights,
     }
 
 

@@ -81,9 +81,8 @@ class ClusterPublisher:
         if changed:
             self._redis = None  # the next publish connects to the new server
             self._changed.set()
-        if self.enabled and self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="cluster-publish", daemon=True)
-            self._thread.start()
+        if self.enabled:
+            self._start()
 
     def offer(
         self, rotation: Mapping[str, Mapping[str, Any]], deployments: Sequence[RouterDeployment], gpus: Sequence[Any]
@@ -114,6 +113,9 @@ class ClusterPublisher:
         if published != self._deployments or summary != self._gpus:
             self._deployments, self._gpus = published, summary
             self._changed.set()
+        self._start()
+
+    def _start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="cluster-publish", daemon=True)
             self._thread.start()
